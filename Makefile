@@ -1,0 +1,35 @@
+# Two commands: `make demo` and `make test`. Everything installs from this repo's own files.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export SNRLAB_DATA_DIR ?= $(CURDIR)/.data
+
+.PHONY: install weights test demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml and install from local disk.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The Inception weights for real FID: one verified file, fetched once (see evaluator/weights.py).
+weights: install
+	$(PY) -m evaluator.weights fetch
+
+test: install weights
+	$(PY) -m pytest
+
+demo: install weights
+	$(PY) -m service.demo
+
+bench: install weights
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) .data runs *.egg-info

@@ -1,0 +1,1 @@
+"""snrlab control plane: FastAPI app, settings, SQL models, dispatcher, leaderboard."""

@@ -1,0 +1,24 @@
+"""The `snrlab` command. Each package registers its own sub-commands."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(name="snrlab", help="Diffusion loss-weighting experiments on Ray.", no_args_is_help=True)
+
+
+def _register() -> None:
+    from trainer import cli as trainer_cli
+
+    trainer_cli.register(app)
+    try:
+        from evaluator import cli as evaluator_cli
+    except ImportError:  # evaluator not built yet
+        return
+    evaluator_cli.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

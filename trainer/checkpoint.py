@@ -1,0 +1,74 @@
+"""Checkpoint directory layout (diffusers-loadable):
+
+    DIR/unet_ema/          UNet2DModel.save_pretrained of the EMA weights (what samplers load)
+    DIR/unet/              the raw (non-EMA) weights, same format
+    DIR/training_state.pt  optimizer, step, RNG states
+    DIR/config.json        the resolved TrainConfig, plus provenance
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DModel
+
+from trainer.config import TrainConfig
+
+CODE_VERSION = "0.1.0"
+
+
+def provenance(cfg: TrainConfig) -> dict:
+    import diffusers
+    import ray
+
+    return {
+        "config_hash": cfg.config_hash(),
+        "code_version": CODE_VERSION,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "ray": ray.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(directory: str | Path, *, cfg: TrainConfig, model, ema, optimizer, step: int, metrics: dict | None = None) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    ema.save_pretrained(d / "unet_ema")
+    model.save_pretrained(d / "unet")
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "metrics": metrics or {}},
+        d / "training_state.pt",
+    )
+    (d / "config.json").write_text(
+        json.dumps({"train": cfg.model_dump(mode="json"), "step": step, "provenance": provenance(cfg)}, indent=2)
+    )
+    return d
+
+
+def load_training_state(directory: str | Path, *, model, ema, optimizer) -> int:
+    """Load weights, EMA, optimizer and RNG into the given objects; returns the step reached."""
+    d = Path(directory)
+    model.load_state_dict(UNet2DModel.from_pretrained(d / "unet", low_cpu_mem_usage=False).state_dict())
+    ema.load_state_dict(UNet2DModel.from_pretrained(d / "unet_ema", low_cpu_mem_usage=False).state_dict())
+    state = torch.load(d / "training_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def read_config(directory: str | Path) -> tuple[TrainConfig, int]:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(directory)!r} is not a snrlab checkpoint (no config.json)")
+    blob = json.loads(path.read_text())
+    return TrainConfig.model_validate(blob["train"]), int(blob["step"])
+
+
+def load_model(directory: str | Path, ema: bool = True) -> tuple[UNet2DModel, TrainConfig]:
+    """The (EMA) UNet in eval mode on CPU, and the config it was trained with."""
+    cfg, _ = read_config(directory)
+    model = UNet2DModel.from_pretrained(Path(directory) / ("unet_ema" if ema else "unet"), low_cpu_mem_usage=False)
+    return model.eval(), cfg

@@ -1,0 +1,196 @@
+"""The Ray Train boundary: `train_loop_per_worker` (runs on each worker) and `train` (the driver).
+
+A run lives at storage_path/name: Ray's checkpoints (checkpoint_*/, the last K kept), its
+checkpoint-manager snapshot, our metrics.jsonl (one JSON line per log point, rank 0) and
+result.json once finished. Re-launching with the same name and storage_path resumes from the
+latest checkpoint; a worker that dies is restarted from it (FailureConfig)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from trainer.checkpoint import load_training_state, save_checkpoint
+from trainer.config import TrainConfig
+from trainer.engine import MetricsWindow, build_state, train_step
+
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig.model_validate(config["train"])
+    run_dir = Path(config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
+    state = build_state(cfg, device=ray.train.torch.get_device(), rank=rank, world_size=world,
+                        wrap=ray.train.torch.prepare_model)
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            start = load_training_state(d, model=state.raw, ema=state.ema, optimizer=state.optimizer)
+    if rank == 0:
+        _append(run_dir, {"event": "start", "step": start, "world_size": world, "time": time.time()})
+    window, metrics = MetricsWindow(cfg.num_timesteps), {"step": start}
+    for step in range(start, cfg.steps):
+        _maybe_inject_failure(cfg, step, run_dir, rank)
+        window.add(train_step(state, step))
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            metrics = window.flush(done, cfg.batch_size)
+            if rank == 0:
+                _append(run_dir, {**metrics, "time": time.time()})
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt = None
+                if rank == 0:
+                    save_checkpoint(tmp, cfg=cfg, model=state.raw, ema=state.ema, optimizer=state.optimizer, step=done, metrics=metrics)
+                    ckpt = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report({**metrics, "step": done}, checkpoint=ckpt)
+            window.started = time.perf_counter()  # checkpoint I/O is not training throughput
+    if start >= cfg.steps and rank == 0:  # relaunched after the last checkpoint: nothing to do
+        ray.train.report({**metrics, "step": start}, checkpoint=checkpoint)
+
+
+def _append(run_dir: Path, record: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _maybe_inject_failure(cfg: TrainConfig, step: int, run_dir: Path, rank: int) -> None:
+    if cfg.fail_at_step is None or step != cfg.fail_at_step or rank != 0:
+        return
+    marker = run_dir / f".failure_injected_at_{step}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    os._exit(17)  # a worker process dying mid-run, not a Python exception
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Metric records of a run, deduplicated by step (a resumed attempt re-logs steps after its
+    checkpoint: the last record of each step wins)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a killed writer
+            continue
+        if "event" not in rec:
+            by_step[rec["step"]] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: str
+    checkpoint_path: str
+    metrics: dict
+    resumed_from_step: int
+
+
+class _Tail(threading.Thread):
+    """Follows metrics.jsonl and hands each new record to a callback (progress bars, SQL)."""
+
+    def __init__(self, path: Path, callback: Callable[[dict], None], interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.path, self.callback, self.interval = path, callback, interval
+        self.stop_event, self.offset = threading.Event(), path.stat().st_size if path.exists() else 0
+
+    def run(self):
+        while True:
+            stopping = self.stop_event.wait(self.interval)
+            if self.path.exists():
+                with open(self.path) as f:
+                    f.seek(self.offset)
+                    for line in f:
+                        if not line.endswith("\n"):
+                            break
+                        self.offset += len(line.encode())
+                        self.callback(json.loads(line))
+            if stopping:
+                return
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    storage_path: str | Path,
+    name: str,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1,
+    max_failures: int = 0,
+    on_metrics: Callable[[dict], None] | None = None,
+    ray_address: str | None = None,
+) -> TrainResult:
+    """Train cfg on Ray Train; resumes from the latest checkpoint under storage_path/name."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from trainer.raysession import init_ray
+
+    storage_path = Path(storage_path).expanduser().resolve()
+    run_dir = storage_path / name
+    result_file = run_dir / RESULT_FILE
+    if result_file.exists():
+        done = json.loads(result_file.read_text())
+        if done["config_hash"] == cfg.config_hash() and Path(done["checkpoint_path"]).is_dir():
+            return TrainResult(**{k: done[k] for k in ("run_dir", "checkpoint_path", "metrics", "resumed_from_step")})
+    init_ray(ray_address)
+    previous = read_metrics(run_dir)
+    tail = _Tail(run_dir / METRICS_FILE, on_metrics) if on_metrics else None
+    if tail:
+        tail.start()
+    try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"train": cfg.model_dump(mode="json"), "run_dir": str(run_dir), "cpus_per_worker": cpus_per_worker},
+            scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                                   resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+            run_config=ray.train.RunConfig(
+                name=name,
+                storage_path=str(storage_path),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(cpus_per_worker)))}},
+            ),
+        )
+        result = trainer.fit()
+    finally:
+        if tail:
+            tail.stop_event.set()
+            tail.join()
+    starts = [r for r in _events(run_dir) if r.get("event") == "start"]
+    out = TrainResult(
+        run_dir=str(run_dir),
+        checkpoint_path=result.checkpoint.path,
+        metrics=dict(result.metrics or {}),
+        resumed_from_step=starts[-1]["step"] if starts else (previous[-1]["step"] if previous else 0),
+    )
+    result_file.write_text(json.dumps({**out.__dict__, "config_hash": cfg.config_hash()}))
+    return out
+
+
+def _events(run_dir: Path) -> list[dict]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith('{"event"')]
