@@ -6,6 +6,11 @@ import typer
 app = typer.Typer(name="snrlab", help="Diffusion loss-weighting experiments on Ray.", no_args_is_help=True)
 
 
+@app.callback()
+def _root() -> None:
+    """snrlab: train, evaluate and compare diffusion loss weightings on Ray."""
+
+
 def _register() -> None:
     from trainer import cli as trainer_cli
 

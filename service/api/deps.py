@@ -1,0 +1,52 @@
+"""Request-scoped dependencies as Annotated aliases (swap them with app.dependency_overrides)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service import crud
+from service.config import Settings
+from service.errors import AuthError
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+_bearer = HTTPBearer(auto_error=False, description="API token from `snrlab token create`")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def require_token(session: SessionDep, settings: SettingsDep, creds: Credentials) -> str:
+    """The caller's token id (scope for idempotency keys); 401 without a valid token."""
+    if not settings.auth_enabled:
+        return "anonymous"
+    if creds is None or not creds.credentials:
+        raise AuthError("missing bearer token (Authorization: Bearer <token>)")
+    return crud.verify_token(session, token=creds.credentials).id
+
+
+def allow_read(session: SessionDep, settings: SettingsDep, creds: Credentials) -> str | None:
+    if settings.public_reads or not settings.auth_enabled:
+        return None
+    return require_token(session, settings, creds)
+
+
+WriterDep = Annotated[str, Depends(require_token)]
+ReaderDep = Annotated[str | None, Depends(allow_read)]

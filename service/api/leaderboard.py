@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service import crud, registry, schemas
+from service.api.deps import ReaderDep, SessionDep
+from service.api.errors import ERROR_RESPONSES
+
+router = APIRouter(tags=["leaderboard"], responses=ERROR_RESPONSES)
+
+Filter = Annotated[str | None, Query(max_length=100)]
+
+
+@router.get("/leaderboard", response_model=schemas.Leaderboard)
+def get_leaderboard(session: SessionDep, _: ReaderDep, dataset: Filter = None, metric: Filter = None, sampler: Filter = None):
+    """Rows (dataset, T) x columns (weighting): mean, std and n over seeds; the best cell per row is marked."""
+    return crud.leaderboard(
+        session, dataset=dataset, metric=metric, sampler=sampler, lower_is_better=registry.lower_is_better(metric)
+    )

@@ -1,0 +1,59 @@
+"""Service settings: `SNRLAB_*` environment variables, built once in `get_settings()`."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SNRLAB_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".snrlab")
+    database_url: str | None = None  # default: sqlite file under data_dir
+    ray_address: str | None = None  # None: start a local Ray; else connect to that cluster
+    ray_namespace: str = "snrlab"
+    # Folders a `folder` dataset may read; os.pathsep- or comma-separated in the environment.
+    data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Auth: mutations always need a bearer token (unless auth_enabled is off, for local hacking);
+    # reads need one unless public_reads is on.
+    auth_enabled: bool = True
+    public_reads: bool = False
+
+    max_body_bytes: int = 1 << 20
+    max_attempts: int = Field(default=3, ge=1)  # per run, counting the first
+    max_concurrent_runs: int | None = Field(default=None, ge=1)  # cap on top of Ray's capacity
+    dispatch_interval_s: float = Field(default=1.0, gt=0)
+    dispatcher_enabled: bool = True
+    executor: str = "ray"  # "ray", or "module:factory" returning an Executor (tests)
+    checkpoint_every: int | None = Field(default=None, ge=1)  # passed to the trainer if set
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, v: object) -> object:
+        if isinstance(v, str):
+            parts = [p for chunk in v.split(os.pathsep) for p in chunk.split(",")]
+            return [p.strip() for p in parts if p.strip()]
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'snrlab.db'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Ray Train storage_path: each run writes under runs_dir/<run id>/."""
+        return self.data_dir / "runs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

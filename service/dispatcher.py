@@ -1,0 +1,265 @@
+"""Dispatcher: moves runs through their lifecycle by talking to an Executor.
+
+One background thread, one pass (`tick`) per interval or when woken:
+  1. live runs: stop cancelled ones, stream metrics.jsonl into SQL, poll their job and apply
+     the outcome (evaluating / succeeded with results / failed -> retry or fail);
+  2. queued runs: submit them while the cluster has capacity.
+At start, `reconcile` re-adopts runs that were live when the service stopped: a job that still
+exists is polled as usual; a job that is gone (cluster restarted with the service) is
+re-queued and its next attempt resumes from the run's last checkpoint.
+
+State lives only in SQL and on disk, so a kill -9 at any point is safe: attempt records are
+committed before submission, job names are deterministic per (run, attempt), and results are
+recorded once (unique per cell) in the same transaction that marks the run succeeded."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from service import crud, paths
+from service.config import Settings
+from service.db import session_scope
+from service.executor import Executor, Job, JobState, job_name, readable_error
+from service.lifecycle import RunStatus
+from service.models import Attempt, Run, utcnow
+
+log = logging.getLogger(__name__)
+
+LIVE = (RunStatus.TRAINING.value, RunStatus.EVALUATING.value)
+
+
+class Dispatcher:
+    def __init__(self, *, session_factory: sessionmaker[Session], settings: Settings, executor: Executor,
+                 train_fn: str = "trainer.run:train", evaluate_fn: str = "service.evaluation:evaluate_run"):
+        self.factory = session_factory
+        self.settings = settings
+        self.executor = executor
+        self.train_fn = train_fn
+        self.evaluate_fn = evaluate_fn
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state = "stopped"
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------ control
+    def start(self) -> None:
+        self.executor.start()
+        self.reconcile()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="snrlab-dispatcher", daemon=True)
+        self._thread.start()
+        self.state = "running"
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.state = "stopped"
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+                self.last_error = None
+            except Exception as e:  # noqa: BLE001 - the loop must survive a bad pass
+                self.last_error = readable_error(e)
+                log.exception("dispatcher pass failed")
+            self._wake.wait(self.settings.dispatch_interval_s)
+            self._wake.clear()
+
+    # ------------------------------------------------------------ passes
+    def reconcile(self) -> None:
+        """Startup: every live run either still has its job (keep polling it) or is re-queued."""
+        with session_scope(self.factory) as s:
+            runs = s.scalars(select(Run).where(Run.status.in_(LIVE)).options(selectinload(Run.attempts))).all()
+            for run in runs:
+                attempt = _current_attempt(run)
+                name = job_name(run.id, attempt.number) if attempt else None
+                state = self.executor.poll(name) if name else JobState(phase="lost")
+                if state.phase == "lost":
+                    log.info("reconcile: %s lost its job; re-queueing to resume from its checkpoint", run.id)
+                    if attempt is not None:
+                        attempt.status, attempt.finished_at = "lost", utcnow()
+                        attempt.error = "service restarted and the Ray job was gone"
+                    crud.transition_run(s, run=run, to=RunStatus.QUEUED)
+                else:
+                    log.info("reconcile: re-adopted %s (%s)", run.id, state.phase)
+
+    def tick(self) -> None:
+        with self.factory() as s:
+            live_ids = s.scalars(select(Run.id).where(Run.status.in_(LIVE))).all()
+        for run_id in live_ids:
+            try:
+                self._advance(run_id)
+            except Exception:  # noqa: BLE001 - one bad run must not block the others
+                log.exception("advancing %s failed", run_id)
+        self._submit_queued()
+
+    def _advance(self, run_id: str) -> None:
+        release: str | None = None
+        with session_scope(self.factory) as s:
+            run = _load_run(s, run_id)
+            if run is None or run.status not in LIVE:
+                return
+            attempt = _current_attempt(run)
+            name = job_name(run.id, attempt.number) if attempt else ""
+            if run.cancel_requested:
+                if attempt:
+                    self.executor.cancel(name)
+                self._ingest_metrics(s, run, attempt)
+                if attempt:
+                    attempt.status, attempt.finished_at = "cancelled", utcnow()
+                crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
+                return
+            self._ingest_metrics(s, run, attempt)
+            state = self.executor.poll(name) if attempt else JobState(phase="lost")
+            if state.checkpoint_path:
+                run.checkpoint_path = state.checkpoint_path
+            if state.phase == "evaluating" and run.status == RunStatus.TRAINING.value:
+                crud.transition_run(s, run=run, to=RunStatus.EVALUATING, current_step=max(run.current_step, run.total_steps))
+            elif state.phase == "succeeded":
+                self._ingest_metrics(s, run, attempt)
+                crud.record_results(s, run_id=run.id, results=state.results or [])
+                attempt.status, attempt.finished_at = "succeeded", utcnow()
+                crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED, error=None,
+                                    current_step=max(run.current_step, run.total_steps))
+                release = name
+            elif state.phase in ("failed", "lost"):
+                self._ingest_metrics(s, run, attempt)
+                self._fail_attempt(s, run, attempt, state)
+                release = name
+        if release:  # after commit: the outcome is durable before the job goes away
+            try:
+                self.executor.release(release)
+            except Exception:  # noqa: BLE001
+                log.exception("releasing %s failed", release)
+
+    def _fail_attempt(self, s: Session, run: Run, attempt: Attempt, state: JobState) -> None:
+        error = state.error or "the job failed without a message"
+        attempt.status, attempt.error, attempt.finished_at = "failed", error, utcnow()
+        used = sum(1 for a in run.attempts if a.status == "failed")
+        if used < self.settings.max_attempts:
+            log.warning("%s attempt %d failed (%s); retrying from its last checkpoint", run.id, attempt.number, error)
+            crud.transition_run(s, run=run, to=RunStatus.QUEUED, error=error)
+        else:
+            crud.transition_run(s, run=run, to=RunStatus.FAILED, error=f"failed after {used} attempts: {error}")
+
+    def _submit_queued(self) -> None:
+        with self.factory() as s:
+            live = s.execute(select(Run.resources).where(Run.status.in_(LIVE))).scalars().all()
+            queued = s.scalars(
+                select(Run.id).where(Run.status == RunStatus.QUEUED.value).order_by(Run.created_at, Run.index)
+            ).all()
+        if not queued:
+            return
+        cache: dict[str, int] = {}
+
+        def share(resources: dict[str, Any]) -> float:
+            key = json.dumps(resources, sort_keys=True)
+            if key not in cache:
+                cache[key] = self.executor.capacity(resources)
+            return 1.0 / cache[key] if cache[key] > 0 else float("inf")
+
+        used = sum(share(r) for r in live)
+        count = len(live)
+        cap = self.settings.max_concurrent_runs
+        for run_id in queued:
+            if cap is not None and count >= cap:
+                return
+            job = self._claim(run_id, used, share)
+            if job is None:
+                continue
+            used += share(job.resources)
+            count += 1
+            try:
+                self.executor.submit(job)
+            except Exception as e:  # noqa: BLE001
+                log.exception("submitting %s failed", job.name)
+                with session_scope(self.factory) as s:
+                    run = _load_run(s, run_id)
+                    if run is not None and run.status in LIVE:
+                        self._fail_attempt(s, run, _current_attempt(run), JobState(phase="failed", error=readable_error(e)))
+
+    def _claim(self, run_id: str, used: float, share) -> Job | None:
+        """Commit the new attempt (queued -> training) before submitting it."""
+        with session_scope(self.factory) as s:
+            run = _load_run(s, run_id, for_update=True)
+            if run is None or run.status != RunStatus.QUEUED.value:
+                return None
+            if used + share(run.resources) > 1.0 + 1e-9:
+                return None
+            number = max((a.number for a in run.attempts), default=0) + 1
+            s.add(Attempt(run_id=run.id, number=number, status="running"))
+            crud.transition_run(s, run=run, to=RunStatus.TRAINING, error=None)
+            return Job(
+                run_id=run.id, attempt=number, config=run.config, evaluation=run.evaluation, resources=run.resources,
+                storage_path=str(self.settings.runs_dir), train_fn=self.train_fn, evaluate_fn=self.evaluate_fn,
+            )
+
+    # ------------------------------------------------------------ metrics
+    def _ingest_metrics(self, s: Session, run: Run, attempt: Attempt | None) -> None:
+        """Tail runs_dir/<run>/metrics.jsonl from the stored byte offset (complete lines only)."""
+        path = paths.metrics_file(self.settings.runs_dir, run.id)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        offset = run.metrics_offset if run.metrics_offset <= size else 0
+        if size == offset:
+            return
+        with path.open("rb") as f:
+            f.seek(offset)
+            chunk = f.read(size - offset)
+        end = chunk.rfind(b"\n") + 1
+        points = []
+        for line in chunk[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+                points.append(rec)
+        run.metrics_offset = offset + end
+        if not points:
+            return
+        crud.upsert_metrics(s, run_id=run.id, points=points)
+        if attempt is not None and attempt.status == "running" and attempt.start_step is None:
+            attempt.start_step = min(p["step"] for p in points)
+        last = max(points, key=lambda p: p["step"])
+        run.current_step = min(max(run.current_step, last["step"]), run.total_steps)
+        run.latest_metrics = last
+        ckpt = latest_checkpoint(paths.run_dir(self.settings.runs_dir, run.id))
+        if ckpt:
+            run.checkpoint_path = ckpt
+
+
+def _load_run(s: Session, run_id: str, *, for_update: bool = False) -> Run | None:
+    q = select(Run).where(Run.id == run_id).options(selectinload(Run.attempts))
+    if for_update:
+        q = q.with_for_update()
+    return s.scalar(q)
+
+
+def _current_attempt(run: Run) -> Attempt | None:
+    running = [a for a in run.attempts if a.status == "running"]
+    return max(running, key=lambda a: a.number) if running else None
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """Newest `checkpoint*` directory Ray Train wrote under storage_path/name."""
+    try:
+        dirs = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith("checkpoint")]
+    except FileNotFoundError:
+        return None
+    return str(max(dirs, key=lambda p: (p.stat().st_mtime, p.name))) if dirs else None

@@ -1,0 +1,172 @@
+"""The dispatcher's boundary to the compute: submit / poll / cancel jobs keyed by a name.
+
+`RayExecutor` is the real one (detached named actors, see `service.ray_runner`); tests of the
+lifecycle inject a fast in-process fake. Every method is idempotent per name, which is what
+makes restarts safe: the dispatcher can always re-ask."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["starting", "training", "evaluating", "succeeded", "failed", "lost"]
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: str
+    attempt: int
+    config: dict[str, Any]  # the trainer's TrainConfig as a dict
+    evaluation: dict[str, Any]
+    resources: dict[str, Any]
+    storage_path: str  # Ray Train storage_path (settings.runs_dir)
+    train_fn: str = "trainer.run:train"
+    evaluate_fn: str = "service.evaluation:evaluate_run"
+
+    @property
+    def name(self) -> str:
+        """Deterministic: the same (run, attempt) always maps to the same Ray actor."""
+        return job_name(self.run_id, self.attempt)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def job_name(run_id: str, attempt: int) -> str:
+    return f"snrlab-{run_id}-a{attempt}"
+
+
+@dataclass
+class JobState:
+    phase: Phase
+    error: str | None = None
+    results: list[dict[str, Any]] | None = None
+    checkpoint_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    def start(self) -> None: ...
+    def capacity(self, resources: dict[str, Any]) -> int: ...
+    def submit(self, job: Job) -> None: ...
+    def poll(self, name: str) -> JobState: ...
+    def cancel(self, name: str) -> None: ...
+    def release(self, name: str) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+def readable_error(exc: BaseException, limit: int = 1000) -> str:
+    """`Type: message` of the innermost user error: unwraps Ray Train and Ray task wrappers and
+    drops anything that looks like a traceback. What a user of the API sees."""
+    for _ in range(10):
+        inner = None
+        failures = getattr(exc, "worker_failures", None)
+        if failures:
+            inner = next(iter(failures.values()))
+        inner = inner or getattr(exc, "controller_failure", None) or getattr(exc, "cause", None)
+        if not isinstance(inner, BaseException) or inner is exc:
+            break
+        exc = inner
+    text = str(exc).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if any(ln.startswith("Traceback") for ln in lines) or any(ln.lstrip().startswith('File "') for ln in lines):
+        # a Ray-formatted message: keep the last line, which holds "Type: message"
+        lines = [lines[-1]] if lines else []
+    msg = lines[0] if lines else ""
+    name = type(exc).__name__
+    out = msg if msg.startswith(name) else f"{name}: {msg}" if msg else name
+    return out[:limit]
+
+
+class RayExecutor:
+    """Runs each job in a detached, named Ray actor (`RunWorker`) that trains (Ray Train) and
+    then evaluates. Detached: the work survives a crash of the service; named: a restarted
+    service finds it again (`ray.get_actor`) instead of starting a duplicate."""
+
+    def __init__(self, *, address: str | None = None, namespace: str = "snrlab"):
+        self.address = address
+        self.namespace = namespace
+
+    def start(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+    def capacity(self, resources: dict[str, Any]) -> int:
+        import ray
+
+        total = ray.cluster_resources()
+        workers = int(resources.get("workers_per_run", 1))
+        slots = math.floor(total.get("CPU", 0) / workers)
+        gpus = float(resources.get("gpus_per_worker", 0)) * workers
+        if gpus > 0:
+            slots = min(slots, math.floor(total.get("GPU", 0) / gpus))
+        return max(slots, 0)
+
+    def _actor(self, name: str):
+        import ray
+
+        try:
+            return ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            return None
+
+    def submit(self, job: Job) -> None:
+        import ray
+
+        from service.ray_runner import RunWorker
+
+        actor = RunWorker.options(
+            name=job.name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
+            num_cpus=0, max_concurrency=4, max_restarts=0,
+        ).remote(job.to_dict())
+        ray.get(actor.start.remote(), timeout=120)
+
+    def poll(self, name: str) -> JobState:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        actor = self._actor(name)
+        if actor is None:
+            return JobState(phase="lost", error="the Ray worker for this attempt is gone")
+        try:
+            state = ray.get(actor.poll.remote(), timeout=30)
+        except GetTimeoutError:
+            return JobState(phase="starting")  # busy actor: no news this round
+        except RayActorError as e:
+            return JobState(phase="lost", error=f"the Ray worker died: {readable_error(e)}")
+        return JobState(**state)
+
+    def cancel(self, name: str) -> None:
+        import ray
+
+        actor = self._actor(name)
+        if actor is not None:
+            # Owner death takes the Train controller and its workers down with the actor.
+            ray.kill(actor, no_restart=True)
+
+    release = cancel
+
+    def shutdown(self) -> None:
+        """Leaves the cluster (and detached work) running; only disconnects this driver."""
+        import ray
+
+        if ray.is_initialized() and self.address is not None:
+            ray.shutdown()
+
+
+def load_callable(path: str):
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_executor(settings) -> Executor:
+    if settings.executor == "ray":
+        return RayExecutor(address=settings.ray_address, namespace=settings.ray_namespace)
+    return load_callable(settings.executor)(settings)

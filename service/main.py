@@ -1,0 +1,63 @@
+"""App factory and lifespan: migrate, connect, reconcile, dispatch."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.api import errors, experiments, health, leaderboard, runs
+from service.config import Settings, get_settings
+from service.db import make_engine, make_sessionmaker, upgrade
+from service.dispatcher import Dispatcher
+from service.executor import Executor, build_executor
+from service.middleware import BodySizeLimit
+from service.version import code_version
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, executor: Executor | None = None, **dispatcher_kwargs) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        url = settings.resolved_database_url
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await run_in_threadpool(upgrade, url)
+        engine = make_engine(url)
+        app.state.session_factory = make_sessionmaker(engine)
+        dispatcher = None
+        if settings.dispatcher_enabled:
+            dispatcher = Dispatcher(
+                session_factory=app.state.session_factory, settings=settings,
+                executor=executor or build_executor(settings), **dispatcher_kwargs,
+            )
+            await run_in_threadpool(dispatcher.start)
+        app.state.dispatcher = dispatcher
+        app.state.wake_dispatcher = dispatcher.wake if dispatcher else (lambda: None)
+        try:
+            yield
+        finally:
+            if dispatcher is not None:
+                await run_in_threadpool(dispatcher.stop)
+                dispatcher.executor.shutdown()
+            engine.dispose()
+
+    app = FastAPI(
+        title="snrlab", version=code_version(), lifespan=lifespan,
+        description="Experiments on diffusion loss weightings: specs in, Ray jobs out, results in SQL.",
+    )
+    app.state.settings = settings
+    app.state.code_version = code_version()
+    app.state.dispatcher = None
+    app.state.wake_dispatcher = lambda: None
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    errors.register(app)
+    for module in (experiments, runs, leaderboard, health):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.add_api_route("/healthz", health.healthz, include_in_schema=False)
+    return app
