@@ -12,6 +12,9 @@ def _root() -> None:
 
 
 def _register() -> None:
+    from service import commands as service_commands
+
+    service_commands.register(app)
     from trainer import cli as trainer_cli
 
     trainer_cli.register(app)

@@ -86,6 +86,7 @@ class Dispatcher:
             for run in runs:
                 attempt = _current_attempt(run)
                 name = job_name(run.id, attempt.number) if attempt else None
+                self._ingest_metrics(s, run, attempt)  # what the old attempt logged stays its own
                 state = self.executor.poll(name) if name else JobState(phase="lost")
                 if state.phase == "lost":
                     log.info("reconcile: %s lost its job; re-queueing to resume from its checkpoint", run.id)
@@ -222,20 +223,23 @@ class Dispatcher:
             f.seek(offset)
             chunk = f.read(size - offset)
         end = chunk.rfind(b"\n") + 1
-        points = []
+        points, starts = [], []
         for line in chunk[:end].splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
-                points.append(rec)
+            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+                continue
+            # the trainer logs {"event": "start", "step": k} when an attempt begins (k > 0: resumed)
+            (starts if "event" in rec else points).append(rec)
         run.metrics_offset = offset + end
+        if attempt is not None and attempt.status == "running" and attempt.start_step is None:
+            first = starts[-1]["step"] if starts else min((p["step"] for p in points), default=None)
+            attempt.start_step = first
         if not points:
             return
         crud.upsert_metrics(s, run_id=run.id, points=points)
-        if attempt is not None and attempt.status == "running" and attempt.start_step is None:
-            attempt.start_step = min(p["step"] for p in points)
         last = max(points, key=lambda p: p["step"])
         run.current_step = min(max(run.current_step, last["step"]), run.total_steps)
         run.latest_metrics = last
