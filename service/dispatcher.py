@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.state = "stopped"
         self.last_error: str | None = None
+        self._last_maintenance = 0.0
 
     # ------------------------------------------------------------ control
     def start(self) -> None:
@@ -98,6 +100,10 @@ class Dispatcher:
                     log.info("reconcile: re-adopted %s (%s)", run.id, state.phase)
 
     def tick(self) -> None:
+        maintain = getattr(self.executor, "maintain", None)
+        if maintain is not None and time.monotonic() - self._last_maintenance > 5:
+            self._last_maintenance = time.monotonic()
+            maintain()
         with self.factory() as s:
             live_ids = s.scalars(select(Run.id).where(Run.status.in_(LIVE))).all()
         for run_id in live_ids:

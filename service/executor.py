@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -57,6 +58,8 @@ class Executor(Protocol):
     def release(self, name: str) -> None: ...
     def shutdown(self) -> None: ...
 
+    # optional: `maintain()`, called by the dispatcher every few seconds for housekeeping
+
 
 def readable_error(exc: BaseException, limit: int = 1000) -> str:
     """`Type: message` of the innermost user error: unwraps Ray Train and Ray task wrappers and
@@ -91,10 +94,9 @@ class RayExecutor:
         self.namespace = namespace
 
     def start(self) -> None:
-        import ray
+        from trainer.raysession import init_ray
 
-        if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_ray(self.address, log_to_driver=False)  # no-op if this process already joined Ray
 
     def capacity(self, resources: dict[str, Any]) -> int:
         import ray
@@ -144,12 +146,28 @@ class RayExecutor:
     def cancel(self, name: str) -> None:
         import ray
 
+        from service.ray_cleanup import placement_groups_of, reap_placement_groups
+
         actor = self._actor(name)
-        if actor is not None:
-            # Owner death takes the Train controller and its workers down with the actor.
-            ray.kill(actor, no_restart=True)
+        if actor is None:
+            return
+        groups = placement_groups_of(name)
+        # Owner death takes the Train controller and its workers down with the actor; their
+        # placement group must be removed by hand (see service.ray_cleanup).
+        ray.kill(actor, no_restart=True)
+        deadline = time.monotonic() + 10
+        while groups and time.monotonic() < deadline:
+            time.sleep(0.1)
+            reap_placement_groups()
+            groups &= placement_groups_of(name)
 
     release = cancel
+
+    def maintain(self) -> None:
+        """Periodic housekeeping from the dispatcher: free leaked placement groups."""
+        from service.ray_cleanup import reap_placement_groups
+
+        reap_placement_groups()
 
     def shutdown(self) -> None:
         """Leaves the cluster (and detached work) running; only disconnects this driver."""

@@ -85,6 +85,14 @@ def database_url(request, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of its own (for tests that run a service process)."""
+    name, url = _create_pg_database()
+    yield url
+    _drop_pg_database(name)
+
+
+@pytest.fixture
 def engine(database_url):
     eng = make_engine(database_url)
     yield eng

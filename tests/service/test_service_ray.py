@@ -1,0 +1,214 @@
+"""The real path: a real service, real Ray (the shared `ray_session`), the real trainer and
+evaluator. Tiny preset, ~100 steps, the fast metric (fd_digits)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service import crud
+from service.config import Settings
+from service.db import make_engine, make_sessionmaker, session_scope, upgrade
+from service.main import create_app
+
+API = "/api/v1"
+NAMESPACE = "snrlab"
+
+TINY = {
+    "name": "e2e-tiny",
+    "datasets": [{"name": "digits"}],
+    "weightings": [{"name": "constant"}, {"name": "debias"}],
+    "model": {"preset": "tiny"},
+    "training": {"steps": 100, "batch_size": 16, "seeds": [0], "checkpoint_every": 50},
+    "evaluation": {"steps": [5, 20], "samplers": ["ddpm"], "num_samples": 64, "metrics": ["fd_digits"]},
+}
+
+
+def _kill_snrlab_actors(ray) -> None:
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == NAMESPACE and entry["name"].startswith("snrlab-run_"):
+            try:
+                ray.kill(ray.get_actor(entry["name"], namespace=NAMESPACE), no_restart=True)
+            except ValueError:
+                pass
+
+
+@pytest.fixture
+def ray_cluster(ray_session):
+    yield ray_session
+    _kill_snrlab_actors(ray_session)  # never leave detached work behind
+
+
+def _wait(client: httpx.Client, path: str, done, timeout: float, interval: float = 1.0) -> dict:
+    deadline = time.time() + timeout
+    while True:
+        body = client.get(path).json()
+        if done(body):
+            return body
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting on {path}: {body}")
+        time.sleep(interval)
+
+
+def _settings(tmp_path: Path, database_url: str, **kw) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", dispatch_interval_s=0.5, **kw)
+
+
+def _token(database_url: str) -> str:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    with session_scope(make_sessionmaker(engine)) as s:
+        _, tok = crud.create_token(s, name="e2e")
+    engine.dispose()
+    return tok
+
+
+def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_path, live_server):
+    url = f"sqlite:///{tmp_path / 'e2e.db'}"
+    headers = {"Authorization": f"Bearer {_token(url)}"}
+    app = create_app(_settings(tmp_path, url))
+    with live_server(app) as server, httpx.Client(base_url=server.url + API, headers=headers, timeout=30) as c:
+        r = c.post("/experiments", json=TINY)
+        assert r.status_code == 201, r.text
+        exp = _wait(c, f"/experiments/{r.json()['id']}", lambda b: b["status"] in ("succeeded", "failed", "cancelled"),
+                    timeout=480)
+        assert exp["status"] == "succeeded", exp
+        lb = c.get("/leaderboard", params={"dataset": "digits", "metric": "fd_digits", "sampler": "ddpm"}).json()
+        assert lb["columns"] == ["constant", "debias"]
+        assert [row["num_steps"] for row in lb["rows"]] == [5, 20]
+        for row in lb["rows"]:
+            assert set(row["cells"]) == {"constant", "debias"} and sum(c["best"] for c in row["cells"].values()) == 1
+            assert all(c["n"] == 1 and c["mean"] > 0 for c in row["cells"].values())
+        run = c.get(f"/runs/{exp['run_ids'][0]}").json()
+        assert run["current_step"] == 100 and run["checkpoint_path"] and len(run["attempts"]) == 1
+        metrics = c.get(f"/runs/{run['id']}/metrics").json()["points"]
+        assert [p["step"] for p in metrics] == [25, 50, 75, 100] and "mse_q0" in metrics[-1]["values"]
+        results = c.get(f"/runs/{run['id']}/results").json()["results"]
+        assert sorted(r["num_steps"] for r in results) == [5, 20]
+        artifacts = c.get(f"/runs/{run['id']}/artifacts").json()
+        if artifacts:
+            assert c.get(f"/runs/{run['id']}/artifacts/{artifacts[0]}").status_code == 200
+
+
+def test_cancel_stops_ray_work_within_seconds(ray_cluster, tmp_path, live_server):
+    url = f"sqlite:///{tmp_path / 'cancel.db'}"
+    headers = {"Authorization": f"Bearer {_token(url)}"}
+    spec = {**TINY, "name": "long", "weightings": [{"name": "constant"}], "training": {**TINY["training"], "steps": 100_000}}
+    app = create_app(_settings(tmp_path, url))
+    with live_server(app) as server, httpx.Client(base_url=server.url + API, headers=headers, timeout=30) as c:
+        exp = c.post("/experiments", json=spec).json()
+        run_path = f"/runs/{exp['run_ids'][0]}"
+        _wait(c, run_path, lambda b: b["current_step"] > 0, timeout=240)
+        assert ray_cluster.available_resources().get("CPU", 0) < 2  # a Train worker holds a CPU
+        t0 = time.time()
+        assert c.post(f"/experiments/{exp['id']}/cancel").status_code == 200
+        run = _wait(c, run_path, lambda b: b["status"] == "cancelled", timeout=30, interval=0.2)
+        cancelled_after = time.time() - t0
+        names = [a["name"] for a in ray_cluster.util.list_named_actors(all_namespaces=True)]
+        assert not any(n.startswith(f"snrlab-{run['id']}") for n in names)
+        deadline = time.time() + 30
+        while ray_cluster.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        freed_after = time.time() - t0
+        assert ray_cluster.available_resources().get("CPU", 0) == 2, "the Train worker's CPU was not freed"
+        assert run["attempts"][0]["status"] == "cancelled" and run["finished_at"]
+        print(f"cancel: marked after {cancelled_after:.1f}s, CPUs freed after {freed_after:.1f}s")
+        assert cancelled_after < 10 and freed_after < 20
+
+
+class ServiceProcess:
+    """`snrlab serve` as a child process we can kill -9."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path):
+        self.env, self.port, self.log = env, port, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--log-level", "warning"],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.5)
+        raise AssertionError("service did not start:\n" + self.log.read_text()[-3000:])
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_kill9_restart_finishes_every_run_exactly_once(ray_cluster, tmp_path, postgres_url):
+    """kill -9 the service mid-training, lose one run's Ray job as well (as if its node went
+    down with the service), restart: the surviving job is re-adopted, the lost one resumes
+    from its checkpoint (not step 0), and every result is recorded exactly once."""
+    from sqlalchemy import text
+
+    token = _token(postgres_url)
+    port = _free_port()
+    env = {**os.environ, "SNRLAB_DATABASE_URL": postgres_url, "SNRLAB_DATA_DIR": str(tmp_path / "data"),
+           "SNRLAB_RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "SNRLAB_DISPATCH_INTERVAL_S": "0.5"}
+    svc = ServiceProcess(env, port, tmp_path / "service.log")
+    spec = {**TINY, "name": "restart", "training": {**TINY["training"], "steps": 150}}
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        svc.start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}{API}", headers=headers, timeout=30) as c:
+            exp = c.post("/experiments", json=spec, headers={"Idempotency-Key": "restart-1"}).json()
+            lost_run, kept_run = exp["run_ids"]
+            _wait(c, f"/runs/{lost_run}", lambda b: b["current_step"] >= 75 and b["checkpoint_path"], timeout=300, interval=0.5)
+        svc.kill9()
+        ray_cluster.kill(ray_cluster.get_actor(f"snrlab-{lost_run}-a1", namespace=NAMESPACE), no_restart=True)
+        time.sleep(2)
+        svc.start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}{API}", headers=headers, timeout=30) as c:
+            again = c.post("/experiments", json=spec, headers={"Idempotency-Key": "restart-1"})
+            assert again.json()["id"] == exp["id"]  # a client retrying its POST gets the same experiment
+            final = _wait(c, f"/experiments/{exp['id']}", lambda b: b["status"] in ("succeeded", "failed"), timeout=480)
+            assert final["status"] == "succeeded", final
+            lost = c.get(f"/runs/{lost_run}").json()
+            kept = c.get(f"/runs/{kept_run}").json()
+        assert [a["status"] for a in lost["attempts"]] == ["lost", "succeeded"]
+        assert lost["attempts"][1]["start_step"] >= 50  # resumed from its last checkpoint, not step 0
+        assert [a["status"] for a in kept["attempts"]] == ["succeeded"]  # re-adopted, not resubmitted
+        engine = make_engine(postgres_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM experiments")).scalar() == 1
+            assert conn.execute(text("SELECT COUNT(*) FROM results")).scalar() == 4  # 2 runs x 2 T, once each
+            dup = conn.execute(text("SELECT COUNT(*) FROM (SELECT run_id, step FROM metric_points "
+                                    "GROUP BY run_id, step HAVING COUNT(*) > 1) d")).scalar()
+            assert dup == 0
+            steps = conn.execute(text("SELECT step FROM metric_points WHERE run_id = :r ORDER BY step"), {"r": lost_run}).scalars().all()
+            assert steps == [25, 50, 75, 100, 125, 150]
+        engine.dispose()
+    finally:
+        svc.stop()
