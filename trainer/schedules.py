@@ -12,9 +12,10 @@ SCHEDULES = ("linear", "cosine")
 
 
 def linear_betas(num_timesteps: int) -> torch.Tensor:
-    # ADM get_named_beta_schedule("linear"): 1e-4..0.02 for T=1000, scaled so other T match.
+    # ADM get_named_beta_schedule("linear"): 1e-4..0.02 for T=1000, scaled so other T match;
+    # clipped at 0.999 (as the cosine schedule is) so that T < 50 stays a valid process.
     scale = 1000.0 / num_timesteps
-    return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+    return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64).clamp(max=0.999)
 
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from trainer.schedules import get_schedule
+from trainer.weighting import WEIGHTINGS, validate, weight_table, weighting_params
+
+SNR = get_schedule("linear", 1000).snr
+
+
+@pytest.mark.parametrize("name", list(WEIGHTINGS))
+def test_every_weighting_is_positive_and_finite_over_the_schedule(name):
+    w = weight_table(SNR, name)
+    assert w.shape == SNR.shape and w.dtype == torch.float64
+    assert torch.isfinite(w).all() and (w > 0).all()
+
+
+@pytest.mark.parametrize("name", list(WEIGHTINGS))
+def test_normalize_gives_mean_one_and_keeps_shape(name):
+    w, wn = weight_table(SNR, name), weight_table(SNR, name, normalize=True)
+    assert wn.mean().item() == pytest.approx(1.0)
+    torch.testing.assert_close(wn / wn[500], w / w[500])
+
+
+def test_debias_is_eq8_and_157_at_t999():
+    w = weight_table(SNR, "debias")
+    assert w[999].item() == pytest.approx(157.41, abs=0.01)
+    torch.testing.assert_close(w, 1 / SNR.sqrt())
+    # 1/sqrt(SNR) spans four orders of magnitude, 57% of its mass at t >= 900
+    assert w[0].item() == pytest.approx(0.01, rel=1e-3)
+    assert (w[900:].sum() / w.sum()).item() == pytest.approx(0.566, abs=0.001)
+
+
+def test_closed_forms():
+    torch.testing.assert_close(weight_table(SNR, "min_snr"), torch.minimum(SNR, torch.tensor(5.0, dtype=torch.float64)) / SNR)
+    torch.testing.assert_close(weight_table(SNR, "min_snr", {"gamma": 1}), SNR.clamp(max=1) / SNR)
+    torch.testing.assert_close(weight_table(SNR, "p2"), 1 / (1 + SNR))
+    torch.testing.assert_close(weight_table(SNR, "p2", {"k": 2, "gamma": 0.5}), (2 + SNR) ** -0.5)
+    torch.testing.assert_close(weight_table(SNR, "inv_snr") * SNR, torch.ones_like(SNR))
+    torch.testing.assert_close(weight_table(SNR, "soft_min_snr"), 5 / (5 + SNR))
+    torch.testing.assert_close(weight_table(SNR, "trunc_snr"), torch.maximum(1 / SNR, torch.ones_like(SNR)))
+    assert (weight_table(SNR, "constant") == 1).all()
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown weighting 'snr_max'; valid weightings: constant, debias"):
+        weight_table(SNR, "snr_max")
+
+
+def test_unknown_parameter_lists_valid_parameters():
+    with pytest.raises(ValueError, match="unknown parameter.*beta.*valid parameters: k, gamma"):
+        validate("p2", {"beta": 2})
+    with pytest.raises(ValueError, match="valid parameters: none"):
+        validate("debias", {"gamma": 2})
+
+
+def test_parameters_are_read_from_signatures():
+    assert weighting_params("min_snr") == {"gamma": 5.0}
+    assert weighting_params("p2") == {"k": 1.0, "gamma": 1.0}
+    assert validate("min_snr", {"gamma": 1}) == {"gamma": 1.0}
+
+
+def test_degenerate_parameters_are_refused():
+    with pytest.raises(ValueError, match="non-positive or non-finite"):
+        validate("min_snr", {"gamma": 0})
