@@ -86,7 +86,7 @@ class SmallClassifier(nn.Module):
     def __init__(self, channels: int, num_classes: int, dim: int = 64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
             nn.Linear(64 * 16, dim),
         )
@@ -124,7 +124,7 @@ def classifier_path(dataset_spec, data_dir=None) -> tuple[Path, dict]:
     return sub_dir("extractors", data_dir) / f"fd_{spec['name']}_{digest}.pt", json.loads(key)
 
 
-def load_or_train_classifier(dataset_spec: dict, data_dir=None, device="cpu", *, epochs: int = 15,
+def load_or_train_classifier(dataset_spec: dict, data_dir=None, device="cpu", *, epochs: int = 10,
                              seed: int = 0) -> ClassifierExtractor:
     """The `fd_<dataset>` extractor: trained once on the train split (seeded), evaluated on the
     test split, cached with both accuracies; later calls only load it."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,26 +131,27 @@ def reference_key(dataset_spec: dict, extractor_name: str, extractor_fingerprint
     return stem, digest
 
 
-def reference_stats(dataset_spec: dict, extractor, *, data_dir=None, num_ref: int | None = None,
-                    dataset=None) -> RefStats:
+def reference_stats(dataset_spec: dict, extractor_name: str, extractor_fingerprint: str, compute_features, *,
+                    data_dir=None, num_ref: int | None = None, dataset=None) -> RefStats:
     """Reference statistics of (dataset, resolution, split, extractor, mode), computed once and
     cached under $SNRLAB_DATA_DIR/stats/ with a content hash (dataset pixels + extractor weights
-    + num_ref) in the name. `dataset` may pass an already-loaded ImageDataset."""
+    + num_ref) in the name. `compute_features(uint8 images) -> features` runs only on a miss (an
+    extractor object, or the actor pool's map). `dataset` may pass an already-loaded ImageDataset."""
     if dataset is None:
         from trainer.data import load_dataset
 
         dataset = load_dataset(dataset_spec)
-    stem, digest = reference_key(dataset_spec, extractor.name, extractor.fingerprint, dataset.fingerprint, num_ref)
+    stem, digest = reference_key(dataset_spec, extractor_name, extractor_fingerprint, dataset.fingerprint, num_ref)
     path = sub_dir("stats", data_dir) / f"{stem}_{digest}.npz"
     if path.is_file():
         z = np.load(path)
         feats = z["feats"] if "feats" in z.files else None
         return RefStats(z["mu"], z["sigma"], feats, int(z["num"]), digest, path)
     images = dataset.uint8()[:num_ref] if num_ref else dataset.uint8()
-    feats = extractor(images)
+    feats = compute_features(images)
     mu, sigma = gaussian_stats(feats)
-    keep = {"feats": feats} if extractor.name == "inception" else {}
-    part = path.with_name(path.name + ".part.npz")
+    keep = {"feats": feats} if extractor_name == "inception" else {}  # KID needs the features
+    part = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")
     np.savez(part, mu=mu, sigma=sigma, num=len(images), **keep)
     part.replace(path)
     return RefStats(mu, sigma, keep.get("feats"), len(images), digest, path)

@@ -63,14 +63,14 @@ def test_reference_stats_are_cached_and_reused(inception, data_dir):
     from trainer.data import load_dataset
 
     spec = {"name": "digits", "split": "test"}
-    first = reference_stats(spec, inception, data_dir=data_dir, num_ref=4)
+    first = reference_stats(spec, inception.name, inception.fingerprint, inception, data_dir=data_dir, num_ref=4)
     assert first.path.is_file() and first.path.parent == data_dir / "stats"
     assert first.num == 4 and first.feats.shape == (4, 2048)
     mtime = first.path.stat().st_mtime_ns
-    again = reference_stats(spec, inception, data_dir=data_dir, num_ref=4)
+    again = reference_stats(spec, inception.name, inception.fingerprint, inception, data_dir=data_dir, num_ref=4)
     assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(again.mu, first.mu)
-    other = reference_stats(spec, inception, data_dir=data_dir, num_ref=3)
+    other = reference_stats(spec, inception.name, inception.fingerprint, inception, data_dir=data_dir, num_ref=3)
     assert other.path != first.path
     ds = load_dataset(spec)
     np.testing.assert_allclose(other.mu, inception(ds.uint8()[:3]).mean(0), rtol=1e-5, atol=1e-6)
