@@ -65,7 +65,8 @@ def train_command(
         )
     except ValidationError as e:
         for err in e.errors():
-            console.print(f"[red]error[/red] {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}")
+            msg = err["msg"].removeprefix("Value error, ")
+            console.print(f"[red]error[/red] {'.'.join(map(str, err['loc'])) or 'config'}: {msg}", soft_wrap=True)
         raise typer.Exit(2)
     name = name or f"{dataset}-{weighting}-{cfg.config_hash()[:10]}"
     storage = storage or data_dir() / "runs"
@@ -91,7 +92,7 @@ def train_command(
             result = train(cfg, storage_path=storage, name=name, num_workers=workers, use_gpu=gpu,
                            max_failures=max_failures, on_metrics=on_metrics, ray_address=ray_address)
         except (ValueError, FileNotFoundError) as e:
-            console.print(f"[red]error[/red] {e}")
+            console.print(f"[red]error[/red] {e}", soft_wrap=True)
             raise typer.Exit(2)
         progress.update(task, completed=steps)
     checkpoint = Path(result.checkpoint_path)

@@ -126,13 +126,18 @@ def _adm_preprocess(image: Image.Image, resolution: int) -> np.ndarray:
     return arr[top : top + resolution, left : left + resolution]
 
 
-def load_folder(spec: DatasetSpec) -> ImageDataset:
-    root = Path(spec.path).expanduser()
+def _folder_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {str(root)!r} does not exist or is not a directory")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"dataset folder {str(root)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def load_folder(spec: DatasetSpec) -> ImageDataset:
+    root = Path(spec.path).expanduser()
+    files = _folder_files(root)
     if spec.num_images:
         files = files[: spec.num_images]
     res = spec.resolution or 64
@@ -146,15 +151,20 @@ def load_folder(spec: DatasetSpec) -> ImageDataset:
     return ImageDataset("folder", images, None, None)
 
 
-def load_cifar10(spec: DatasetSpec) -> ImageDataset:
-    root = Path(spec.path).expanduser()
-    names = ["test_batch"] if spec.split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+def _cifar_files(root: Path, split: str) -> list[str]:
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
         raise FileNotFoundError(
             f"CIFAR-10 python batches missing under {str(root)!r}: {', '.join(missing)} "
             "(extract cifar-10-python.tar.gz there)"
         )
+    return names
+
+
+def load_cifar10(spec: DatasetSpec) -> ImageDataset:
+    root = Path(spec.path).expanduser()
+    names = _cifar_files(root, spec.split)
     data, labels = [], []
     for n in names:
         with open(root / n, "rb") as f:
@@ -166,6 +176,16 @@ def load_cifar10(spec: DatasetSpec) -> ImageDataset:
 
 
 DATASETS = {"digits": load_digits, "colors": load_colors, "folder": load_folder, "cifar10": load_cifar10}
+
+
+def check_source(spec: DatasetSpec | dict) -> None:
+    """Cheap check that a dataset's files are there, before any cluster work starts; raises
+    FileNotFoundError / ValueError with the same messages as loading would."""
+    spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.model_validate(spec)
+    if spec.name == "folder":
+        _folder_files(Path(spec.path).expanduser())
+    elif spec.name == "cifar10":
+        _cifar_files(Path(spec.path).expanduser(), spec.split)
 
 
 def load_dataset(spec: DatasetSpec | dict) -> ImageDataset:

@@ -19,6 +19,7 @@ import torch
 
 from trainer.checkpoint import load_training_state, save_checkpoint
 from trainer.config import TrainConfig
+from trainer.data import check_source
 from trainer.engine import MetricsWindow, build_state, train_step
 
 METRICS_FILE = "metrics.jsonl"
@@ -154,6 +155,7 @@ def train(
         done = json.loads(result_file.read_text())
         if done["config_hash"] == cfg.config_hash() and Path(done["checkpoint_path"]).is_dir():
             return TrainResult(**{k: done[k] for k in ("run_dir", "checkpoint_path", "metrics", "resumed_from_step")})
+    check_source(cfg.dataset)
     init_ray(ray_address)
     previous = read_metrics(run_dir)
     tail = _Tail(run_dir / METRICS_FILE, on_metrics) if on_metrics else None

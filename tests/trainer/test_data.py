@@ -59,3 +59,15 @@ def test_cifar10_reads_python_batches(tmp_path):
     (tmp_path / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         load_dataset({"name": "cifar10", "path": str(tmp_path)})
+
+
+def test_check_source_fails_fast_like_loading(tmp_path):
+    from trainer.data import check_source
+
+    check_source({"name": "digits"})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        check_source({"name": "folder", "path": str(tmp_path / "nope")})
+    with pytest.raises(ValueError, match="holds no images"):
+        check_source({"name": "folder", "path": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        check_source({"name": "cifar10", "path": str(tmp_path)})
