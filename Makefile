@@ -25,8 +25,10 @@ weights: install
 test: install weights
 	$(PY) -m pytest
 
+# The main job on embedded defaults: a short debias run on digits with a progress bar; prints
+# where the (diffusers-loadable) checkpoint is.
 demo: install weights
-	$(PY) -m service.demo
+	$(VENV)/bin/snrlab train --dataset digits --weighting debias --steps 300 --out runs/demo
 
 bench: install weights
 	$(PY) benchmarks/train_throughput.py
