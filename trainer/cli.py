@@ -38,6 +38,7 @@ def train_command(
     lr: float = typer.Option(2e-4),
     preset: str = typer.Option("tiny"),
     learn_sigma: bool = typer.Option(False, help="ADM hybrid loss (weighted MSE + VB)"),
+    class_conditional: bool = typer.Option(False, help="condition the UNet on the dataset's labels"),
     t_sampling: str = typer.Option("uniform", help="uniform | importance"),
     normalize: bool = typer.Option(False, help="scale weights to mean 1 over t"),
     seed: int = typer.Option(0),
@@ -60,7 +61,7 @@ def train_command(
         cfg = TrainConfig(
             dataset={"name": dataset, "path": data_path},
             weighting=weighting, weighting_params=_parse_params(param), target=target, schedule=schedule,
-            steps=steps, batch_size=batch_size, lr=lr, preset=preset, learn_sigma=learn_sigma,
+            steps=steps, batch_size=batch_size, lr=lr, preset=preset, learn_sigma=learn_sigma, class_conditional=class_conditional,
             t_sampling=t_sampling, normalize=normalize, seed=seed, checkpoint_every=checkpoint_every,
         )
     except ValidationError as e:

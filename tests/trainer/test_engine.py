@@ -72,3 +72,23 @@ def test_ema_warmup_tracks_early_weights():
     train_step(state, 0)  # decay min(0.9999, 1/10) = 0.1: EMA moves 90% of the way
     moved = (_params(state.ema) - _params(state.raw)).abs().max()
     assert moved < 1e-3
+
+
+def test_class_conditional_hybrid_training_step_runs():
+    state = build_state(TrainConfig(**{**CFG, "class_conditional": True, "learn_sigma": True, "target": "v"}))
+    terms = train_step(state, 0)
+    assert state.raw.config.num_class_embeds == 10 and state.raw.config.out_channels == 2
+    assert torch.isfinite(terms["vb"]).all()
+
+
+def test_class_conditional_needs_labels():
+    import pytest
+
+    with pytest.raises(ValueError, match="has no labels"):
+        build_state(TrainConfig(**{**CFG, "class_conditional": True}), data=_unlabelled())
+
+
+def _unlabelled():
+    from trainer.data import ImageDataset
+
+    return ImageDataset("folder", torch.zeros(4, 3, 16, 16), None, None)
