@@ -1,0 +1,88 @@
+"""Deployment files, checked as far as a machine without Docker or Kubernetes allows: the
+compose file and manifests parse and carry the fields that make them work, and the image's
+entrypoint roles fail fast on missing settings when run directly."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_wires_postgres_ray_and_the_service():
+    c = _compose()
+    services = c["services"]
+    assert set(services) == {"postgres", "ray-head", "ray-worker", "snrlab"}
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    head = services["ray-head"]
+    assert head["command"] == ["ray-head"] and "ports" not in head  # dashboard on the compose network only
+    assert "shm_size" in services["ray-worker"]
+    api = services["snrlab"]
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert api["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    env = api["environment"]
+    assert env["SNRLAB_RAY_ADDRESS"] == "ray-head:6379"
+    assert env["SNRLAB_DATABASE_URL"].startswith("postgresql+psycopg://")
+    # required variables fail fast
+    assert re.search(r"\$\{POSTGRES_PASSWORD:\?", (ROOT / "docker-compose.yml").read_text())
+    # one image for Ray and the service, and one shared volume for checkpoints on every node
+    for name in ("ray-head", "ray-worker", "snrlab"):
+        assert services[name]["image"] == "snrlab:latest"
+        assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert "runs:/data" in services[name]["volumes"]
+    assert {"pgdata", "runs"} <= set(c["volumes"])
+    assert "capabilities: [gpu]" in (ROOT / "docker-compose.yml").read_text()  # GPU reservation, commented
+
+
+def test_kuberay_manifests_have_the_fields_that_matter():
+    cluster = yaml.safe_load((ROOT / "deploy/kuberay/raycluster.yaml").read_text())
+    assert cluster["apiVersion"] == "ray.io/v1" and cluster["kind"] == "RayCluster"
+    spec = cluster["spec"]
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (gpu,) = spec["workerGroupSpecs"]
+    assert gpu["minReplicas"] <= gpu["replicas"] <= gpu["maxReplicas"] and spec["enableInTreeAutoscaling"]
+    worker = gpu["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"name": "runs", "mountPath": "/data"} in worker["volumeMounts"]
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy/kuberay/snrlab.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"PersistentVolumeClaim", "Secret", "Deployment", "Service"}
+    assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SNRLAB_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] in kinds["Secret"]["stringData"]
+    assert env["SNRLAB_RAY_ADDRESS"]["value"].startswith(cluster["metadata"]["name"] + "-head-svc")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/v1/healthz"
+
+
+def _entrypoint(*args):
+    """Run the entrypoint as the image would, with this venv's console scripts on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SNRLAB_DATABASE_URL", "RAY_HEAD_ADDRESS")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(["bash", str(ROOT / "deploy/entrypoint.sh"), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_entrypoint_roles_fail_fast_without_their_settings():
+    res = _entrypoint("serve")
+    assert res.returncode != 0 and "SNRLAB_DATABASE_URL must be set" in res.stderr
+    res = _entrypoint("ray-worker")
+    assert res.returncode != 0 and "RAY_HEAD_ADDRESS must be set" in res.stderr
+
+
+def test_entrypoint_passes_other_commands_through():
+    res = _entrypoint("snrlab", "--help")
+    assert res.returncode == 0 and "train" in res.stdout
+
+
+def test_dockerfile_builds_one_image_from_the_project():
+    text = (ROOT / "deploy/Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11" in text
+    assert "pip install ." in text and 'ENTRYPOINT ["snrlab-entrypoint"]' in text
