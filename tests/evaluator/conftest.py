@@ -25,6 +25,17 @@ def linear_abar(T: int = 1000) -> torch.Tensor:
     return get_schedule("linear", T).alphas_cumprod
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """On this oversubscribed 2-core machine torch's 2-thread OpenMP pool spins against other
+    processes: one thread is 4-15x faster for these tiny models (and Inception). Restored after
+    each module so other packages' tests keep the default."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def make_denoiser():
     def make(channels=1, size=8, num_classes=None, learn_sigma=False, target="eps", seed=0):

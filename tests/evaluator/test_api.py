@@ -40,17 +40,24 @@ def test_evaluate_in_process(checkpoint, data_dir):
 
 
 def test_ray_actor_pool_matches_in_process(ray_session, checkpoint, data_dir):
-    """Two actors, shards of 3: the same samples (seeded per index) and so the same scores,
-    including the real-Inception fid and kid."""
-    kw = dict(steps=[2], samplers=["ddpm"], metrics=["fd_digits", "fid", "kid", "color_mean_shift"], num_samples=6,
-              data_dir=data_dir, num_ref=6, seed=3)
+    """Two actors, shards of 3: the same samples (seeded per index) and so the same scores."""
+    kw = dict(steps=[2], samplers=["ddpm", "ddim"], metrics=["fd_digits", "color_fd", "color_mean_shift"],
+              num_samples=9, data_dir=data_dir, seed=3)
     pooled = _by_key(evaluate(checkpoint, num_actors=2, shard_size=3, **kw))
     local = _by_key(evaluate(checkpoint, num_actors=0, **kw))
-    assert pooled.keys() == local.keys() and len(local) == 4
+    assert pooled.keys() == local.keys() and len(local) == 6
     for k, r in local.items():
         assert pooled[k]["value"] == pytest.approx(r["value"], rel=1e-3, abs=1e-6), k
-        assert pooled[k]["num_gen"] == 6 and pooled[k]["extractor"] == r["extractor"]
-    assert local[(2, "ddpm", "fid")]["extractor"] == "inception" and local[(2, "ddpm", "fid")]["num_ref"] == 6
+        assert pooled[k]["num_gen"] == 9 and pooled[k]["extractor"] == r["extractor"]
+
+
+def test_evaluate_fid_and_kid_with_real_inception(checkpoint, data_dir):
+    rows = _by_key(evaluate(checkpoint, steps=[2], metrics=["fid", "kid"], num_samples=4, num_ref=4, num_actors=0,
+                            data_dir=data_dir, seed=1))
+    fid, kid = rows[(2, "ddpm", "fid")], rows[(2, "ddpm", "kid")]
+    assert fid["extractor"] == kid["extractor"] == "inception" and fid["num_ref"] == 4 and fid["num_gen"] == 4
+    assert fid["value"] > 0 and np.isfinite(kid["value"])
+    assert len(fid["extractor_fingerprint"]) == 16
 
 
 def test_unknown_metric_and_bad_steps(checkpoint, data_dir):
