@@ -14,8 +14,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+
+
+def console() -> Console:
+    """Built per use, so COLUMNS and redirected streams are honoured."""
+    return Console()
+
+
+def err() -> Console:
+    return Console(stderr=True)
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (stored hashed; printed once).", no_args_is_help=True)
@@ -47,7 +54,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
     url = get_settings().resolved_database_url
     upgrade(url, revision)
-    console.print(f"database at {_redact(url)} is at {revision}")
+    console().print(f"database at {_redact(url)} is at {revision}")
 
 
 @db_app.command("downgrade")
@@ -74,7 +81,7 @@ def token_create(name: str = typer.Option(..., "--name", help="who or what uses 
 
     with _local_session() as s:
         row, token = crud.create_token(s, name=name)
-    err.print(f"token {row.id} ({name}) created; it is shown only this once:")
+    err().print(f"token {row.id} ({name}) created; it is shown only this once:")
     print(token)
 
 
@@ -87,7 +94,7 @@ def token_list() -> None:
     table = Table("id", "name", "created", "revoked")
     for r in rows:
         table.add_row(r.id, r.name, f"{r.created_at:%Y-%m-%d %H:%M}", f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "")
-    console.print(table)
+    console().print(table)
 
 
 @token_app.command("revoke")
@@ -96,7 +103,7 @@ def token_revoke(token_id: str) -> None:
 
     with _local_session() as s:
         crud.revoke_token(s, token_id=token_id)
-    console.print(f"revoked {token_id}")
+    console().print(f"revoked {token_id}")
 
 
 def _redact(url: str) -> str:
@@ -146,7 +153,7 @@ def _run_cli(fn):
     try:
         return fn()
     except ApiError as e:
-        err.print(f"[red]error:[/red] {e}")
+        err().print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
 
 
@@ -170,7 +177,7 @@ def submit(
     def go():
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         exp = _call("POST", "/experiments", json=load_spec(spec), headers=headers)
-        console.print(f"experiment [bold]{exp['id']}[/bold] ({exp['name']}): {len(exp['run_ids'])} runs queued")
+        console().print(f"experiment [bold]{exp['id']}[/bold] ({exp['name']}): {len(exp['run_ids'])} runs queued")
         if not wait:
             print(exp["id"])
             return
@@ -184,7 +191,7 @@ def submit(
 
 def _wait(exp_id: str, poll: float) -> dict:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                  console=err) as progress:
+                  console=err()) as progress:
         tasks: dict[str, int] = {}
         while True:
             exp = _call("GET", f"/experiments/{exp_id}")
@@ -196,10 +203,10 @@ def _wait(exp_id: str, poll: float) -> dict:
             if exp["status"] in TERMINAL:
                 break
             time.sleep(poll)
-    console.print(f"experiment {exp_id}: [bold]{exp['status']}[/bold]")
+    console().print(f"experiment {exp_id}: [bold]{exp['status']}[/bold]")
     for run in exp["runs"]:
         if run["error"]:
-            console.print(f"  {run['id']}: {run['error']}")
+            console().print(f"  {run['id']}: {run['error']}")
     return exp
 
 
@@ -212,7 +219,7 @@ def list_cmd(limit: int = typer.Option(20, min=1, max=500)) -> None:
         for e in page["items"]:
             table.add_row(e["id"], e["name"], e["status"], str(e["progress"]["runs"]),
                           f"{100 * e['progress']['fraction']:.0f}%", e["created_at"][:19])
-        console.print(table)
+        console().print(table)
 
     _run_cli(go)
 
@@ -223,26 +230,26 @@ def show(item_id: str = typer.Argument(..., help="an experiment (exp_...) or run
     def go():
         if item_id.startswith("run_"):
             run = _call("GET", f"/runs/{item_id}")
-            console.print(f"run [bold]{run['id']}[/bold] of {run['experiment_id']}: {run['status']}  "
+            console().print(f"run [bold]{run['id']}[/bold] of {run['experiment_id']}: {run['status']}  "
                           f"step {run['current_step']}/{run['total_steps']}")
-            console.print(f"  {run['dataset']} / {run['weighting']} / seed {run['seed']}; checkpoint: {run['checkpoint_path']}")
+            console().print(f"  {run['dataset']} / {run['weighting']} / seed {run['seed']}; checkpoint: {run['checkpoint_path']}")
             for a in run["attempts"]:
-                console.print(f"  attempt {a['number']}: {a['status']} from step {a['start_step']}" + (f" - {a['error']}" if a["error"] else ""))
+                console().print(f"  attempt {a['number']}: {a['status']} from step {a['start_step']}" + (f" - {a['error']}" if a["error"] else ""))
             if run["latest_metrics"]:
-                console.print(f"  latest metrics: {json.dumps(run['latest_metrics'])}")
+                console().print(f"  latest metrics: {json.dumps(run['latest_metrics'])}")
             if run["error"]:
-                console.print(f"  [red]error:[/red] {run['error']}")
+                console().print(f"  [red]error:[/red] {run['error']}")
             for r in _call("GET", f"/runs/{item_id}/results")["results"]:
-                console.print(f"  {r['metric']} {r['sampler']} T={r['num_steps']}: {r['value']:.4f}")
+                console().print(f"  {r['metric']} {r['sampler']} T={r['num_steps']}: {r['value']:.4f}")
             return
         exp = _call("GET", f"/experiments/{item_id}")
-        console.print(f"experiment [bold]{exp['id']}[/bold] {exp['name']}: {exp['status']} "
+        console().print(f"experiment [bold]{exp['id']}[/bold] {exp['name']}: {exp['status']} "
                       f"({100 * exp['progress']['fraction']:.0f}%)")
         table = Table("run", "dataset", "weighting", "seed", "status", "step", "error")
         for r in exp["runs"]:
             table.add_row(r["id"], r["dataset"], r["weighting"], str(r["seed"]), r["status"],
                           f"{r['current_step']}/{r['total_steps']}", r["error"] or "")
-        console.print(table)
+        console().print(table)
 
     _run_cli(go)
 
@@ -252,7 +259,7 @@ def cancel(experiment_id: str) -> None:
 
     def go():
         exp = _call("POST", f"/experiments/{experiment_id}/cancel")
-        console.print(f"experiment {exp['id']}: {exp['status']}")
+        console().print(f"experiment {exp['id']}: {exp['status']}")
 
     _run_cli(go)
 
@@ -276,9 +283,9 @@ def leaderboard(
                 text = "" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({c['n']})"
                 cells.append(f"[bold green]{text}[/bold green]" if c and c["best"] else text)
             table.add_row(row["dataset"], str(row["num_steps"]), *cells)
-        console.print(table)
+        console().print(table)
         prov = lb["provenance"]
-        console.print(f"experiments: {', '.join(prov['experiment_ids']) or '-'}; config hashes: "
+        console().print(f"experiments: {', '.join(prov['experiment_ids']) or '-'}; config hashes: "
                       f"{', '.join(prov['config_hashes']) or '-'}; code: {', '.join(prov['code_versions']) or '-'}")
 
     _run_cli(go)

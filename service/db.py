@@ -30,6 +30,9 @@ def make_engine(url: str, **kwargs) -> Engine:
 
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
     connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    if u.database and u.database != ":memory:":
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 10)
     engine = create_engine(u, connect_args=connect_args, **kwargs)
 
     @event.listens_for(engine, "connect")

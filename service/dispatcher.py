@@ -211,7 +211,7 @@ class Dispatcher:
             crud.transition_run(s, run=run, to=RunStatus.TRAINING, error=None)
             return Job(
                 run_id=run.id, attempt=number, config=run.config, evaluation=run.evaluation, resources=run.resources,
-                storage_path=str(self.settings.runs_dir), train_fn=self.train_fn, evaluate_fn=self.evaluate_fn,
+                storage_path=str(self.settings.runs_dir), data_dir=str(self.settings.data_dir), train_fn=self.train_fn, evaluate_fn=self.evaluate_fn,
             )
 
     # ------------------------------------------------------------ metrics

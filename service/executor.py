@@ -24,6 +24,7 @@ class Job:
     evaluation: dict[str, Any]
     resources: dict[str, Any]
     storage_path: str  # Ray Train storage_path (settings.runs_dir)
+    data_dir: str | None = None  # SNRLAB_DATA_DIR: the evaluator's caches (reference stats, extractors)
     train_fn: str = "trainer.run:train"
     evaluate_fn: str = "service.evaluation:evaluate_run"
 
@@ -78,7 +79,7 @@ def readable_error(exc: BaseException, limit: int = 1000) -> str:
     if any(ln.startswith("Traceback") for ln in lines) or any(ln.lstrip().startswith('File "') for ln in lines):
         # a Ray-formatted message: keep the last line, which holds "Type: message"
         lines = [lines[-1]] if lines else []
-    msg = lines[0] if lines else ""
+    msg = lines[0].strip() if lines else ""
     name = type(exc).__name__
     out = msg if msg.startswith(name) else f"{name}: {msg}" if msg else name
     return out[:limit]

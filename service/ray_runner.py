@@ -56,7 +56,7 @@ def work(job: dict[str, Any], state: dict[str, Any]) -> None:
     evaluate = load_callable(job["evaluate_fn"])
     results = evaluate(
         checkpoint=checkpoint, evaluation=job["evaluation"], config=job["config"],
-        out_dir=str(paths.artifacts_dir(runs_dir, run_id)), resources=job["resources"],
+        out_dir=str(paths.artifacts_dir(runs_dir, run_id)), resources=job["resources"], data_dir=job.get("data_dir"),
     )
     _write_json_atomic(results_path, {"results": results, "checkpoint_path": checkpoint})
     state.update(phase="succeeded", results=results)

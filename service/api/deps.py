@@ -26,7 +26,11 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session closes when the route returns, before the response is sent.
+# max_concurrency: requests beyond it wait on the event loop (not in a worker thread) for a
+# session, so a burst can never exhaust the thread pool while holders wait to clean up.
+MAX_SESSIONS = 16
+SessionDep = Annotated[Session, Depends(get_session, scope="function", max_concurrency=MAX_SESSIONS)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="API token from `snrlab token create`")

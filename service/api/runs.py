@@ -49,7 +49,11 @@ def list_artifacts(run_id: str, session: SessionDep, settings: SettingsDep, _: R
 def get_artifact(run_id: str, path: str, session: SessionDep, settings: SettingsDep, _: ReaderDep):
     crud.get_run(session, run_id=run_id)
     root = paths.artifacts_dir(settings.runs_dir, run_id).resolve()
-    target = (root / path).resolve()
-    if "\x00" in path or not target.is_relative_to(root) or not target.is_file():
-        raise NotFoundError(f"artifact {path!r} not found for run {run_id!r}")
+    try:
+        target = (root / path).resolve()
+        found = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):  # NUL bytes, names too long, ...
+        found = False
+    if not found:
+        raise NotFoundError(f"artifact {path[:200]!r} not found for run {run_id!r}")
     return FileResponse(target)

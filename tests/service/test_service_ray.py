@@ -56,6 +56,20 @@ def _wait(client: httpx.Client, path: str, done, timeout: float, interval: float
         time.sleep(interval)
 
 
+def _print_timeline(c: httpx.Client, exp: dict, t0: float) -> None:
+    from datetime import datetime
+
+    def rel(ts: str | None) -> str:
+        return f"{datetime.fromisoformat(ts).timestamp() - t0:6.1f}s" if ts else "     -"
+
+    for run_id in exp["run_ids"]:
+        run = c.get(f"/runs/{run_id}").json()
+        pts = c.get(f"/runs/{run_id}/metrics").json()["points"]
+        first, last = (pts[0]["values"].get("time"), pts[-1]["values"].get("time")) if pts else (None, None)
+        print(f"{run['weighting']:>10}: started {rel(run['started_at'])}, first log "
+              f"{(first or t0) - t0:6.1f}s, last log {(last or t0) - t0:6.1f}s, finished {rel(run['finished_at'])}")
+
+
 def _settings(tmp_path: Path, database_url: str, **kw) -> Settings:
     return Settings(database_url=database_url, data_dir=tmp_path / "data", dispatch_interval_s=0.5, **kw)
 
@@ -74,11 +88,13 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
     headers = {"Authorization": f"Bearer {_token(url)}"}
     app = create_app(_settings(tmp_path, url))
     with live_server(app) as server, httpx.Client(base_url=server.url + API, headers=headers, timeout=30) as c:
+        t0 = time.time()
         r = c.post("/experiments", json=TINY)
         assert r.status_code == 201, r.text
         exp = _wait(c, f"/experiments/{r.json()['id']}", lambda b: b["status"] in ("succeeded", "failed", "cancelled"),
                     timeout=480)
         assert exp["status"] == "succeeded", exp
+        _print_timeline(c, exp, t0)
         lb = c.get("/leaderboard", params={"dataset": "digits", "metric": "fd_digits", "sampler": "ddpm"}).json()
         assert lb["columns"] == ["constant", "debias"]
         assert [row["num_steps"] for row in lb["rows"]] == [5, 20]
