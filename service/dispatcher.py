@@ -91,10 +91,13 @@ class Dispatcher:
                 self._ingest_metrics(s, run, attempt)  # what the old attempt logged stays its own
                 state = self.executor.poll(name) if name else JobState(phase="lost")
                 if state.phase == "lost":
-                    log.info("reconcile: %s lost its job; re-queueing to resume from its checkpoint", run.id)
                     if attempt is not None:
                         attempt.status, attempt.finished_at = "lost", utcnow()
                         attempt.error = "service restarted and the Ray job was gone"
+                    if run.cancel_requested:
+                        crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
+                        continue
+                    log.info("reconcile: %s lost its job; re-queueing to resume from its checkpoint", run.id)
                     crud.transition_run(s, run=run, to=RunStatus.QUEUED)
                 else:
                     log.info("reconcile: re-adopted %s (%s)", run.id, state.phase)
@@ -114,36 +117,47 @@ class Dispatcher:
         self._submit_queued()
 
     def _advance(self, run_id: str) -> None:
-        release: str | None = None
-        with session_scope(self.factory) as s:
+        # Talk to the executor outside any transaction (SQLite holds its write lock per transaction).
+        with self.factory() as s:
             run = _load_run(s, run_id)
             if run is None or run.status not in LIVE:
                 return
             attempt = _current_attempt(run)
-            name = job_name(run.id, attempt.number) if attempt else ""
-            if run.cancel_requested:
-                if attempt:
-                    self.executor.cancel(name)
-                self._ingest_metrics(s, run, attempt)
-                if attempt:
-                    attempt.status, attempt.finished_at = "cancelled", utcnow()
-                crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
+            name = job_name(run.id, attempt.number) if attempt else None
+            cancel = run.cancel_requested
+        if cancel:
+            if name:
+                self.executor.cancel(name)
+            with session_scope(self.factory) as s:
+                run = _load_run(s, run_id, for_update=True)
+                if run is not None and run.status in LIVE:
+                    attempt = _current_attempt(run)
+                    self._ingest_metrics(s, run, attempt)
+                    if attempt:
+                        attempt.status, attempt.finished_at = "cancelled", utcnow()
+                    crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
+            return
+        state = self.executor.poll(name) if name else JobState(phase="lost")
+        release: str | None = None
+        with session_scope(self.factory) as s:
+            run = _load_run(s, run_id, for_update=True)
+            if run is None or run.status not in LIVE or run.cancel_requested:
+                return  # changed meanwhile; the next pass sees it
+            attempt = _current_attempt(run)
+            if (job_name(run.id, attempt.number) if attempt else None) != name:
                 return
             self._ingest_metrics(s, run, attempt)
-            state = self.executor.poll(name) if attempt else JobState(phase="lost")
             if state.checkpoint_path:
                 run.checkpoint_path = state.checkpoint_path
             if state.phase == "evaluating" and run.status == RunStatus.TRAINING.value:
                 crud.transition_run(s, run=run, to=RunStatus.EVALUATING, current_step=max(run.current_step, run.total_steps))
             elif state.phase == "succeeded":
-                self._ingest_metrics(s, run, attempt)
                 crud.record_results(s, run_id=run.id, results=state.results or [])
                 attempt.status, attempt.finished_at = "succeeded", utcnow()
                 crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED, error=None,
                                     current_step=max(run.current_step, run.total_steps))
                 release = name
             elif state.phase in ("failed", "lost"):
-                self._ingest_metrics(s, run, attempt)
                 self._fail_attempt(s, run, attempt, state)
                 release = name
         if release:  # after commit: the outcome is durable before the job goes away
@@ -203,6 +217,9 @@ class Dispatcher:
         with session_scope(self.factory) as s:
             run = _load_run(s, run_id, for_update=True)
             if run is None or run.status != RunStatus.QUEUED.value:
+                return None
+            if run.cancel_requested:
+                crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
                 return None
             if used + share(run.resources) > 1.0 + 1e-9:
                 return None

@@ -36,6 +36,10 @@ SPEC: dict[str, Any] = {
 }
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ray: runs a real service on a real Ray cluster (slow on 2 cores)")
+
+
 def spec(**overrides: Any) -> dict[str, Any]:
     out = json.loads(json.dumps(SPEC))
     out.update(overrides)

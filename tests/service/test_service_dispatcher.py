@@ -241,3 +241,17 @@ def test_attempt_rows_are_unique_per_run(session_factory, submit):
     with pytest.raises(IntegrityError):
         with session_scope(session_factory) as s:
             s.add_all([Attempt(run_id=r1, number=1), Attempt(run_id=r1, number=1)])
+
+
+def test_cancel_requested_while_the_service_was_down(submit, dispatcher, fake_executor, session_factory):
+    (r1,) = submit(weightings=[{"name": "constant"}])
+    dispatcher().tick()
+    with session_scope(session_factory) as s:
+        crud.cancel_experiment(s, experiment_id=crud.get_run(s, run_id=r1).experiment_id)
+    fake_executor.jobs.clear()  # ...and the job vanished with the cluster
+    d2 = dispatcher()
+    d2.reconcile()
+    d2.tick()
+    run = run_of(session_factory, r1)
+    assert run.status == "cancelled" and [a.status for a in run.attempts] == ["lost"]
+    assert len(fake_executor.submitted) == 1

@@ -39,6 +39,16 @@ def _kill_snrlab_actors(ray) -> None:
                 pass
 
 
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory) -> Path:
+    """One SNRLAB_DATA_DIR for the Ray tests: the evaluator's cached extractor and reference
+    statistics are built once, not per test (run directories are per run id anyway)."""
+    return tmp_path_factory.mktemp("ray-data")
+
+
 @pytest.fixture
 def ray_cluster(ray_session):
     yield ray_session
@@ -70,8 +80,8 @@ def _print_timeline(c: httpx.Client, exp: dict, t0: float) -> None:
               f"{(first or t0) - t0:6.1f}s, last log {(last or t0) - t0:6.1f}s, finished {rel(run['finished_at'])}")
 
 
-def _settings(tmp_path: Path, database_url: str, **kw) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", dispatch_interval_s=0.5, **kw)
+def _settings(data_dir: Path, database_url: str, **kw) -> Settings:
+    return Settings(database_url=database_url, data_dir=data_dir, dispatch_interval_s=0.5, **kw)
 
 
 def _token(database_url: str) -> str:
@@ -83,10 +93,10 @@ def _token(database_url: str) -> str:
     return tok
 
 
-def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_path, live_server):
+def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_path, shared_data_dir, live_server):
     url = f"sqlite:///{tmp_path / 'e2e.db'}"
     headers = {"Authorization": f"Bearer {_token(url)}"}
-    app = create_app(_settings(tmp_path, url))
+    app = create_app(_settings(shared_data_dir, url))
     with live_server(app) as server, httpx.Client(base_url=server.url + API, headers=headers, timeout=30) as c:
         t0 = time.time()
         r = c.post("/experiments", json=TINY)
@@ -112,11 +122,11 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
             assert c.get(f"/runs/{run['id']}/artifacts/{artifacts[0]}").status_code == 200
 
 
-def test_cancel_stops_ray_work_within_seconds(ray_cluster, tmp_path, live_server):
+def test_cancel_stops_ray_work_within_seconds(ray_cluster, tmp_path, shared_data_dir, live_server):
     url = f"sqlite:///{tmp_path / 'cancel.db'}"
     headers = {"Authorization": f"Bearer {_token(url)}"}
     spec = {**TINY, "name": "long", "weightings": [{"name": "constant"}], "training": {**TINY["training"], "steps": 100_000}}
-    app = create_app(_settings(tmp_path, url))
+    app = create_app(_settings(shared_data_dir, url))
     with live_server(app) as server, httpx.Client(base_url=server.url + API, headers=headers, timeout=30) as c:
         exp = c.post("/experiments", json=spec).json()
         run_path = f"/runs/{exp['run_ids'][0]}"
@@ -183,7 +193,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_kill9_restart_finishes_every_run_exactly_once(ray_cluster, tmp_path, postgres_url):
+def test_kill9_restart_finishes_every_run_exactly_once(ray_cluster, tmp_path, shared_data_dir, postgres_url):
     """kill -9 the service mid-training, lose one run's Ray job as well (as if its node went
     down with the service), restart: the surviving job is re-adopted, the lost one resumes
     from its checkpoint (not step 0), and every result is recorded exactly once."""
@@ -191,7 +201,7 @@ def test_kill9_restart_finishes_every_run_exactly_once(ray_cluster, tmp_path, po
 
     token = _token(postgres_url)
     port = _free_port()
-    env = {**os.environ, "SNRLAB_DATABASE_URL": postgres_url, "SNRLAB_DATA_DIR": str(tmp_path / "data"),
+    env = {**os.environ, "SNRLAB_DATABASE_URL": postgres_url, "SNRLAB_DATA_DIR": str(shared_data_dir),
            "SNRLAB_RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "SNRLAB_DISPATCH_INTERVAL_S": "0.5"}
     svc = ServiceProcess(env, port, tmp_path / "service.log")
     spec = {**TINY, "name": "restart", "training": {**TINY["training"], "steps": 150}}
@@ -213,6 +223,9 @@ def test_kill9_restart_finishes_every_run_exactly_once(ray_cluster, tmp_path, po
             assert final["status"] == "succeeded", final
             lost = c.get(f"/runs/{lost_run}").json()
             kept = c.get(f"/runs/{kept_run}").json()
+            lb = c.get("/leaderboard", params={"metric": "fd_digits"}).json()
+        assert lb["columns"] == ["constant", "debias"] and all(len(r["cells"]) == 2 for r in lb["rows"])
+        assert lb["provenance"]["experiment_ids"] == [exp["id"]]
         assert [a["status"] for a in lost["attempts"]] == ["lost", "succeeded"]
         assert lost["attempts"][1]["start_step"] >= 50  # resumed from its last checkpoint, not step 0
         assert [a["status"] for a in kept["attempts"]] == ["succeeded"]  # re-adopted, not resubmitted
