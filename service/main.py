@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from service import registry
 from service.api import errors, experiments, health, leaderboard, runs
 from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker, upgrade
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         url = settings.resolved_database_url
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await run_in_threadpool(upgrade, url)
+        await run_in_threadpool(registry.warm)
         engine = make_engine(url)
         app.state.session_factory = make_sessionmaker(engine)
         dispatcher = None

@@ -63,3 +63,9 @@ def lower_is_better(metric: str | None) -> bool:
     except ImportError:
         return True
     return metric not in HIGHER_IS_BETTER
+
+
+def warm() -> None:
+    """Import the registries (torch and all) at startup, not inside the first request."""
+    weightings(), presets(), datasets(), samplers()
+    check_metrics(["fid"])
