@@ -82,7 +82,9 @@ class Dispatcher:
 
     # ------------------------------------------------------------ passes
     def reconcile(self) -> None:
-        """Startup: every live run either still has its job (keep polling it) or is re-queued."""
+        """Startup: every live run either still has its job (keep polling it) or is re-queued;
+        jobs that belong to no live attempt (finished while we were down, before release) go."""
+        keep: set[str] = set()
         with session_scope(self.factory) as s:
             runs = s.scalars(select(Run).where(Run.status.in_(LIVE)).options(selectinload(Run.attempts))).all()
             for run in runs:
@@ -100,7 +102,13 @@ class Dispatcher:
                     log.info("reconcile: %s lost its job; re-queueing to resume from its checkpoint", run.id)
                     crud.transition_run(s, run=run, to=RunStatus.QUEUED)
                 else:
+                    keep.add(name)
                     log.info("reconcile: re-adopted %s (%s)", run.id, state.phase)
+        list_jobs = getattr(self.executor, "list_jobs", None)
+        for name in (list_jobs() if list_jobs else []):
+            if name not in keep:
+                log.info("reconcile: releasing stray job %s", name)
+                self.executor.release(name)
 
     def tick(self) -> None:
         maintain = getattr(self.executor, "maintain", None)

@@ -59,7 +59,8 @@ class Executor(Protocol):
     def release(self, name: str) -> None: ...
     def shutdown(self) -> None: ...
 
-    # optional: `maintain()`, called by the dispatcher every few seconds for housekeeping
+    # optional: `maintain()`, called by the dispatcher every few seconds for housekeeping, and
+    # `list_jobs()`, the names of the jobs that exist (the reconciler releases strays)
 
 
 def readable_error(exc: BaseException, limit: int = 1000) -> str:
@@ -163,6 +164,12 @@ class RayExecutor:
             groups &= placement_groups_of(name)
 
     release = cancel
+
+    def list_jobs(self) -> list[str]:
+        import ray
+
+        return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == self.namespace and a["name"].startswith("snrlab-run_")]
 
     def maintain(self) -> None:
         """Periodic housekeeping from the dispatcher: free leaked placement groups."""

@@ -199,6 +199,9 @@ class FakeExecutor:
     def shutdown(self) -> None:
         pass
 
+    def list_jobs(self) -> list[str]:
+        return [n for n, j in self.jobs.items() if not (j.cancelled or j.released)]
+
     # helpers for tests
     def job_for(self, run_id: str) -> FakeJob:
         return [j for n, j in self.jobs.items() if j.job.run_id == run_id][-1]

@@ -255,3 +255,17 @@ def test_cancel_requested_while_the_service_was_down(submit, dispatcher, fake_ex
     run = run_of(session_factory, r1)
     assert run.status == "cancelled" and [a.status for a in run.attempts] == ["lost"]
     assert len(fake_executor.submitted) == 1
+
+
+def test_restart_releases_jobs_of_finished_runs(submit, dispatcher, fake_executor, session_factory):
+    r1, r2 = submit()
+    dispatcher().tick()
+    fake_executor.succeed(r1)
+    # the service recorded r1's success, then died before releasing its job
+    with session_scope(session_factory) as s:
+        run = crud.get_run(s, run_id=r1)
+        crud.record_results(s, run_id=r1, results=fake_executor.job_for(r1).results)
+        run.attempts[0].status = "succeeded"
+        crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+    dispatcher().reconcile()
+    assert fake_executor.job_for(r1).released and not fake_executor.job_for(r2).released
