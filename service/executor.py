@@ -77,9 +77,9 @@ def readable_error(exc: BaseException, limit: int = 1000) -> str:
         exc = inner
     text = str(exc).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    if any(ln.startswith("Traceback") for ln in lines) or any(ln.lstrip().startswith('File "') for ln in lines):
-        # a Ray-formatted message: keep the last line, which holds "Type: message"
-        lines = [lines[-1]] if lines else []
+    if any(ln.startswith("Traceback") or ln.lstrip().startswith('File "') for ln in lines):
+        # a Ray-formatted error with the remote traceback: its last line is "Type: message"
+        return lines[-1].strip()[:limit]
     msg = lines[0].strip() if lines else ""
     name = type(exc).__name__
     out = msg if msg.startswith(name) else f"{name}: {msg}" if msg else name
