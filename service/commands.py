@@ -275,14 +275,14 @@ def leaderboard(
         params = {k: v for k, v in dict(dataset=dataset, metric=metric, sampler=sampler).items() if v}
         lb = _call("GET", "/leaderboard", params=params)
         direction = "lower" if lb["lower_is_better"] else "higher"
-        table = Table("dataset", "T", *lb["columns"], title=f"{metric or 'all metrics'} ({direction} is better)")
+        table = Table("dataset", "T", "metric", "sampler", *lb["columns"], title=f"{metric or 'all metrics'} ({direction} is better)")
         for row in lb["rows"]:
             cells = []
             for col in lb["columns"]:
                 c = row["cells"].get(col)
                 text = "" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({c['n']})"
                 cells.append(f"[bold green]{text}[/bold green]" if c and c["best"] else text)
-            table.add_row(row["dataset"], str(row["num_steps"]), *cells)
+            table.add_row(row["dataset"], str(row["num_steps"]), row["metric"], row["sampler"], *cells)
         console().print(table)
         prov = lb["provenance"]
         console().print(f"experiments: {', '.join(prov['experiment_ids']) or '-'}; config hashes: "

@@ -297,14 +297,17 @@ def leaderboard(
     cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     exp_ids, hashes, versions, columns = set(), set(), set(), set()
     for res, ds, weighting, chash, exp_id, version in session.execute(q):
-        row_key = (ds, chash, res.num_steps, res.metric, res.sampler)
+        extra = res.extra or {}
+        # comparable cells share the feature extractor and the reference set (evaluator contract)
+        row_key = (ds, chash, res.num_steps, res.metric, res.sampler, extra.get("extractor_fingerprint") or "",
+                   extra.get("ref_key") or "")
         cells[row_key][weighting].append(res)
         exp_ids.add(exp_id)
         hashes.add(chash)
         versions.add(version)
         columns.add(weighting)
     rows = []
-    for (ds, chash, t, _metric, _sampler), by_w in sorted(cells.items()):
+    for (ds, chash, t, row_metric, row_sampler, _fp, _ref), by_w in sorted(cells.items()):
         row_cells = {}
         for w, rs in by_w.items():
             vals = [r.value for r in rs]
@@ -318,7 +321,8 @@ def leaderboard(
         best = pick(row_cells, key=lambda w: row_cells[w].mean) if row_cells else None
         if best is not None:
             row_cells[best].best = True
-        rows.append(schemas.LeaderboardRow(dataset=ds, num_steps=t, config_hash=chash, cells=row_cells, best=best))
+        rows.append(schemas.LeaderboardRow(dataset=ds, num_steps=t, metric=row_metric, sampler=row_sampler,
+                                           config_hash=chash, cells=row_cells, best=best))
     return schemas.Leaderboard(
         metric=metric, sampler=sampler, dataset=dataset, lower_is_better=lower_is_better,
         columns=sorted(columns), rows=rows,

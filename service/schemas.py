@@ -110,6 +110,7 @@ class EvaluationSpec(_Strict):
     samplers: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(default=["ddpm"], min_length=1, max_length=20)
     num_samples: int = Field(default=1000, gt=0, le=1_000_000)
     metrics: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(min_length=1, max_length=20)
+    analyses: bool = Field(default=True, description="also write the evaluator's sample grids and bias-analysis PNGs (run artifacts)")
 
     @field_validator("samplers")
     @classmethod
@@ -164,6 +165,9 @@ class ExperimentSpec(_Strict):
         labels = [w.label for w in self.weightings]
         if len(set(labels)) != len(labels):
             raise ValueError("weightings must be unique")
+        datasets = [d.model_dump_json() for d in self.datasets]
+        if len(set(datasets)) != len(datasets):
+            raise ValueError("datasets must be unique")
         return self
 
     def canonical_hash(self) -> str:
@@ -284,6 +288,8 @@ class LeaderboardCell(BaseModel):
 class LeaderboardRow(BaseModel):
     dataset: str
     num_steps: int
+    metric: str
+    sampler: str
     config_hash: str = Field(description="hash of the training setup shared by the row's cells (seed and weighting excluded)")
     cells: dict[str, LeaderboardCell]
     best: str | None

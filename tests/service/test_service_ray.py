@@ -118,14 +118,15 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
         results = c.get(f"/runs/{run['id']}/results").json()["results"]
         assert sorted(r["num_steps"] for r in results) == [5, 20]
         artifacts = c.get(f"/runs/{run['id']}/artifacts").json()
-        if artifacts:
-            assert c.get(f"/runs/{run['id']}/artifacts/{artifacts[0]}").status_code == 200
+        assert "samples_T5.png" in artifacts and "analyses.json" in artifacts, artifacts
+        png = c.get(f"/runs/{run['id']}/artifacts/samples_T5.png")
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
 
 
 def test_cancel_stops_ray_work_within_seconds(ray_cluster, tmp_path, shared_data_dir, live_server):
     url = f"sqlite:///{tmp_path / 'cancel.db'}"
     headers = {"Authorization": f"Bearer {_token(url)}"}
-    spec = {**TINY, "name": "long", "weightings": [{"name": "constant"}], "training": {**TINY["training"], "steps": 100_000}}
+    spec = {**TINY, "name": "long", "evaluation": {**TINY["evaluation"], "analyses": False}, "weightings": [{"name": "constant"}], "training": {**TINY["training"], "steps": 100_000}}
     app = create_app(_settings(shared_data_dir, url))
     with live_server(app) as server, httpx.Client(base_url=server.url + API, headers=headers, timeout=30) as c:
         exp = c.post("/experiments", json=spec).json()
@@ -204,7 +205,8 @@ def test_kill9_restart_finishes_every_run_exactly_once(ray_cluster, tmp_path, sh
     env = {**os.environ, "SNRLAB_DATABASE_URL": postgres_url, "SNRLAB_DATA_DIR": str(shared_data_dir),
            "SNRLAB_RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "SNRLAB_DISPATCH_INTERVAL_S": "0.5"}
     svc = ServiceProcess(env, port, tmp_path / "service.log")
-    spec = {**TINY, "name": "restart", "training": {**TINY["training"], "steps": 150}}
+    spec = {**TINY, "name": "restart", "training": {**TINY["training"], "steps": 150},
+            "evaluation": {**TINY["evaluation"], "analyses": False}}
     headers = {"Authorization": f"Bearer {token}"}
     try:
         svc.start()
