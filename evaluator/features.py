@@ -22,7 +22,7 @@ from torch import nn
 
 from evaluator.paths import sub_dir
 
-CLASSIFIER_VERSION = 1  # bump when the architecture or training recipe changes
+CLASSIFIER_VERSION = 2  # bump when the architecture or training recipe changes
 
 
 def as_rgb_hwc(images: torch.Tensor) -> np.ndarray:
