@@ -164,7 +164,9 @@ def amplified_error(errors: dict, out_dir: Path) -> dict:
     ax2 = ax.twinx()
     ax2.plot(ts, amp, color="tab:blue", ls="--", label="1/sqrt(SNR(t))")
     ax2.set_ylabel("1/sqrt(SNR(t))"), ax2.set_yscale("log")
-    fig.legend(loc="upper left"), fig.tight_layout(), fig.savefig(Path(out_dir) / "amplified_error.png", dpi=100)
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right")
+    fig.tight_layout(), fig.savefig(Path(out_dir) / "amplified_error.png", dpi=100)
     plt.close(fig)
     corr = float(np.corrcoef(np.log(err), np.log(amp))[0, 1]) if len(ts) > 2 else float("nan")
     return {"t": ts.tolist(), "x0_abs_err": err.tolist(), "eps_abs_err": errors["eps_abs_err"], "inv_sqrt_snr": amp.tolist(),
