@@ -15,7 +15,22 @@ import json
 import statistics
 import time
 
+import numpy as np
 import torch
+
+
+def ddpm_pipeline_images(unet, steps: int, num: int, seed: int = 0, batch_size: int = 64,
+                         variance: str = "fixed_small") -> np.ndarray:
+    """diffusers' DDPMPipeline on the same UNet, linspace respacing (the benchmark baseline)."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, timestep_spacing="linspace", variance_type=variance)
+    pipe = DDPMPipeline(unet=unet, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(seed)
+    out = [pipe(batch_size=min(batch_size, num - lo), generator=g, num_inference_steps=steps, output_type="np").images
+           for lo in range(0, num, batch_size)]
+    return np.concatenate(out)
 
 
 class NullUNet(torch.nn.Module):
@@ -53,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from evaluator.sampling import Denoiser, ddpm_pipeline_images, sample, to_uint8
+    from evaluator.sampling import Denoiser, sample, to_uint8
     from trainer.models import build_unet
     from trainer.schedules import get_schedule
 

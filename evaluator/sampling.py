@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 SAMPLERS = ("ddpm", "ddim")
@@ -224,17 +223,3 @@ def load_denoiser(checkpoint_dir: str, *, ema: bool = True, device: str | torch.
     sched = get_schedule(cfg.schedule, cfg.num_timesteps)
     den = Denoiser(unet.to(device).eval(), sched.alphas_cumprod, target=cfg.target, learn_sigma=cfg.learn_sigma)
     return den, cfg
-
-
-def ddpm_pipeline_images(unet, steps: int, num: int, seed: int = 0, batch_size: int = 64,
-                         variance: str = "fixed_small") -> np.ndarray:
-    """diffusers' DDPMPipeline on the same UNet, linspace respacing (the benchmark baseline)."""
-    from diffusers import DDPMPipeline, DDPMScheduler
-
-    sched = DDPMScheduler(num_train_timesteps=1000, timestep_spacing="linspace", variance_type=variance)
-    pipe = DDPMPipeline(unet=unet, scheduler=sched)
-    pipe.set_progress_bar_config(disable=True)
-    g = torch.Generator().manual_seed(seed)
-    out = [pipe(batch_size=min(batch_size, num - lo), generator=g, num_inference_steps=steps, output_type="np").images
-           for lo in range(0, num, batch_size)]
-    return np.concatenate(out)
