@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from service import schemas
 from service.errors import AuthError, ConflictError, NotFoundError, SpecError
 from service.lifecycle import RunStatus, check_transition, experiment_status
-from service.models import ApiToken, Attempt, Experiment, IdempotencyKey, MetricPoint, Result, Run, utcnow
+from service.models import ApiToken, Experiment, IdempotencyKey, MetricPoint, Result, Run, utcnow
 
 
 # ---------------------------------------------------------------- experiments

@@ -39,6 +39,7 @@ def _analyses(checkpoint: str, evaluation: dict[str, Any], config: dict[str, Any
     T = int(config.get("num_timesteps", 1000))
     try:
         run_analyses(checkpoint, out_dir, steps=list(evaluation["steps"]), sampler=evaluation["samplers"][0],
+                     num_images=int(evaluation.get("analysis_images", 16)), stride=int(evaluation.get("analysis_stride", 10)),
                      seed=int(config.get("seed", 0)), one_step_ts=[t for t in ONE_STEP_TS if t < T] or [T - 1])
     except Exception as e:  # noqa: BLE001
         from service.executor import readable_error

@@ -111,6 +111,8 @@ class EvaluationSpec(_Strict):
     num_samples: int = Field(default=1000, gt=0, le=1_000_000)
     metrics: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(min_length=1, max_length=20)
     analyses: bool = Field(default=True, description="also write the evaluator's sample grids and bias-analysis PNGs (run artifacts)")
+    analysis_images: int = Field(default=16, ge=1, le=256, description="images per analysis grid")
+    analysis_stride: int = Field(default=10, ge=1, le=100_000, description="timestep stride of the MSE-vs-t analysis")
 
     @field_validator("samplers")
     @classmethod

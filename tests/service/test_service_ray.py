@@ -26,7 +26,8 @@ TINY = {
     "weightings": [{"name": "constant"}, {"name": "debias"}],
     "model": {"preset": "tiny"},
     "training": {"steps": 100, "batch_size": 16, "seeds": [0], "checkpoint_every": 50},
-    "evaluation": {"steps": [5, 20], "samplers": ["ddpm"], "num_samples": 64, "metrics": ["fd_digits"]},
+    "evaluation": {"steps": [5, 20], "samplers": ["ddpm"], "num_samples": 64, "metrics": ["fd_digits"],
+                   "analysis_images": 4, "analysis_stride": 100},
 }
 
 
