@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SNRLAB_", extra="ignore")
 
-    data_dir: Path = Field(default_factory=lambda: Path.home() / ".snrlab")
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "snrlab")  # as trainer.paths
     database_url: str | None = None  # default: sqlite file under data_dir
     ray_address: str | None = None  # None: start a local Ray; else connect to that cluster
     ray_namespace: str = "snrlab"
