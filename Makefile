@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export SNRLAB_DATA_DIR ?= $(CURDIR)/.data
 
-.PHONY: install weights test demo bench clean
+.PHONY: install weights browser test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ install: $(STAMP)
 weights: install
 	$(PY) -m evaluator.weights fetch
 
-test: install weights
+# Debian's chromium for the leaderboard page's browser test (tests/service/test_browser.py).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } || \
+	  { echo "error: could not install chromium (apt-get install -y chromium; needs root and a Debian mirror)" >&2; exit 1; }; \
+	fi
+
+test: install weights browser
 	$(PY) -m pytest
 
 # The main job on embedded defaults: a short debias run on digits with a progress bar; prints

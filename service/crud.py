@@ -279,7 +279,7 @@ def record_results(session: Session, *, run_id: str, results: list[dict[str, Any
 # ---------------------------------------------------------------- leaderboard
 def leaderboard(
     session: Session, *, dataset: str | None = None, metric: str | None = None, sampler: str | None = None,
-    lower_is_better: bool = True,
+    lower_is_better: bool = True, experiment_id: str | None = None,
 ) -> schemas.Leaderboard:
     """Rows (dataset, setup, T) x columns (weighting): mean/std/n over seeds of succeeded runs."""
     q = (
@@ -294,6 +294,8 @@ def leaderboard(
         q = q.where(Result.metric == metric)
     if sampler:
         q = q.where(Result.sampler == sampler)
+    if experiment_id:
+        q = q.where(Run.experiment_id == experiment_id)
     cells: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     exp_ids, hashes, versions, columns = set(), set(), set(), set()
     for res, ds, weighting, chash, exp_id, version in session.execute(q):

@@ -62,4 +62,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
     for module in (experiments, runs, leaderboard, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
+    from service import web  # the pages (leaderboard, experiments, runs) beside the API
+
+    web.register(app)
     return app

@@ -14,8 +14,10 @@ Filter = Annotated[str | None, Query(max_length=100)]
 
 
 @router.get("/leaderboard", response_model=schemas.Leaderboard)
-def get_leaderboard(session: SessionDep, _: ReaderDep, dataset: Filter = None, metric: Filter = None, sampler: Filter = None):
+def get_leaderboard(session: SessionDep, _: ReaderDep, dataset: Filter = None, metric: Filter = None, sampler: Filter = None,
+                    experiment: Filter = None):
     """Rows (dataset, T) x columns (weighting): mean, std and n over seeds; the best cell per row is marked."""
     return crud.leaderboard(
-        session, dataset=dataset, metric=metric, sampler=sampler, lower_is_better=registry.lower_is_better(metric)
+        session, dataset=dataset, metric=metric, sampler=sampler, lower_is_better=registry.lower_is_better(metric),
+        experiment_id=experiment,
     )

@@ -1,0 +1,77 @@
+"""PNG figures for the web pages (matplotlib's object API with the Agg canvas: no pyplot state,
+safe in the API's worker threads)."""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+
+QUARTILES = ("mse_q0", "mse_q1", "mse_q2", "mse_q3")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def metric_vs_steps(rows: Sequence[Mapping], columns: Sequence[str], *, metric: str, title: str) -> bytes:
+    """The paper's Fig. 7b: metric vs sampling steps T, one line per weighting, error bars = std over seeds.
+    `rows` are leaderboard rows (dicts with num_steps and cells)."""
+    fig = _figure(4.8, 3.2)
+    ax = fig.add_subplot()
+    for w in columns:
+        pts = sorted((r["num_steps"], r["cells"][w]) for r in rows if w in r["cells"])
+        if not pts:
+            continue
+        ts = [t for t, _ in pts]
+        ax.errorbar(ts, [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts], marker="o", ms=4, capsize=3, label=w)
+    ax.set_xscale("log")
+    ticks = sorted({r["num_steps"] for r in rows})
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(__import__("matplotlib.ticker").ticker.NullLocator())
+    ax.set_xlabel("sampling steps T")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if columns:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def loss_by_quartile(series: Mapping[str, Iterable[Mapping]], *, title: str = "") -> bytes:
+    """Training MSE by timestep quartile (mse_q0..mse_q3) vs step; one panel per series
+    (a run, or a weighting). Each series is a list of metrics points {step, values}."""
+    items = list(series.items()) or [("no metrics yet", [])]
+    n = len(items)
+    cols = min(n, 4)
+    nrows = (n + cols - 1) // cols
+    fig = _figure(3.4 * cols, 2.7 * nrows)
+    for i, (label, points) in enumerate(items):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        points = sorted(points, key=lambda p: p["step"])
+        for q in QUARTILES:
+            xs = [p["step"] for p in points if q in p["values"]]
+            ys = [p["values"][q] for p in points if q in p["values"]]
+            if xs:
+                ax.plot(xs, ys, label=q.replace("mse_", ""), lw=1.2)
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if i == 0 and points:
+            ax.legend(fontsize=7, title="MSE by t quartile", title_fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _png(fig)

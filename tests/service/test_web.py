@@ -1,0 +1,98 @@
+"""The pages beside the API (service/web.py): leaderboard tables, downloads, plots, experiment
+and run pages, and the read-auth rule (token query -> cookie)."""
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from web_support import STEPS, WEIGHTINGS, finished_experiment
+
+from service import web
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def done(session_factory, settings, fake_executor, make_spec, engine):
+    return finished_experiment(session_factory, settings, fake_executor, make_spec, fail_one=True)
+
+
+def test_pages_need_a_token_like_the_api_reads(client, done, token):
+    r = client.get("/leaderboard")
+    assert r.status_code == 401 and "<form" in r.text and "token" in r.text
+    assert client.get("/leaderboard?token=wrong").status_code == 401
+    r = client.get(f"/leaderboard?token={token}")
+    assert r.status_code == 200 and web.COOKIE in r.headers["set-cookie"]
+    assert "httponly" in r.headers["set-cookie"].lower()
+    # the cookie now carries the token for links and images
+    assert client.get(f"/experiments/{done['experiment_id']}").status_code == 200
+    assert client.get(f"/runs/{done['run_ids'][0]}/artifacts/samples_by_T.png").headers["content-type"] == "image/png"
+
+
+def test_public_reads_need_no_token(settings, engine, done):
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    with TestClient(create_app(settings.model_copy(update={"public_reads": True}))) as c:
+        assert c.get("/leaderboard").status_code == 200
+        assert c.get("/").url.path == "/leaderboard"
+
+
+def test_leaderboard_tables_match_the_api(client, auth, done):
+    page = client.get("/leaderboard", headers=auth).text
+    lb = client.get(f"{API}/leaderboard", headers=auth).json()
+    assert page.count("<table class='lb'") == 2  # fd_digits and color_mean_shift, ddpm, digits
+    for row in lb["rows"]:
+        assert row["num_steps"] in STEPS and {w.split("(")[0] for w in row["cells"]} == set(WEIGHTINGS)
+        for w, c in row["cells"].items():
+            assert f"{web.fmt(c['mean'])} ± {web.fmt(c['std'])}" in page and c["n"] == 2
+            for rid in c["run_ids"]:
+                assert f"href='/runs/{rid}'" in page
+        assert row["best"] == "constant"
+    assert "num_gen 64" in page and "extractor fd_digits" in page
+    assert page.count("class='best'") == len(lb["rows"])
+
+
+def test_filters_and_downloads_show_the_same_cells(client, auth, done):
+    q = f"?metric=fd_digits&experiment={done['experiment_id']}"
+    page = client.get(f"/leaderboard{q}", headers=auth).text
+    assert page.count("<table class='lb'") == 1 and "color_mean_shift ·" not in page
+    data = client.get(f"/leaderboard.json{q}", headers=auth).json()
+    api = client.get(f"{API}/leaderboard{q}", headers=auth).json()
+    assert [r["cells"] for r in data["rows"]] == [r["cells"] for r in api["rows"]]
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/leaderboard.csv{q}", headers=auth).text)))
+    assert len(rows) == len(STEPS) * len(WEIGHTINGS) and {r["metric"] for r in rows} == {"fd_digits"}
+    cell = data["rows"][0]["cells"]["debias"]
+    got = next(r for r in rows if r["weighting"] == "debias" and int(r["T"]) == data["rows"][0]["num_steps"])
+    assert float(got["mean"]) == cell["mean"] and got["run_ids"].split() == cell["run_ids"]
+    assert client.get(f"/leaderboard?experiment={done['failed_experiment_id']}", headers=auth).text.count("<table class='lb'") == 0
+
+
+@pytest.mark.parametrize("path", ["/leaderboard/plot.png?metric=fd_digits&sampler=ddpm&dataset=digits",
+                                  "/experiments/{exp}/loss.png", "/runs/{run}/loss.png"])
+def test_plots_are_pngs(client, auth, done, path):
+    r = client.get(path.format(exp=done["experiment_id"], run=done["run_ids"][0]), headers=auth)
+    assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_experiment_page_shows_runs_errors_and_cancel(client, auth, done):
+    page = client.get(f"/experiments/{done['experiment_id']}", headers=auth).text
+    assert all(rid in page for rid in done["run_ids"]) and "succeeded" in page and "cancel experiment" not in page
+    page = client.get(f"/experiments/{done['failed_experiment_id']}", headers=auth).text
+    assert "ValueError: loss is NaN at step 40" in page and "failed" in page
+
+
+def test_running_experiment_has_a_cancel_button(client, auth, make_spec):
+    exp = client.post(f"{API}/experiments", json=make_spec(), headers=auth).json()
+    page = client.get(f"/experiments/{exp['id']}", headers=auth).text
+    assert "cancel experiment" in page and f"/api/v1/experiments/'+id+'/cancel" in page
+
+
+def test_run_page_embeds_artifacts_and_results(client, auth, done):
+    rid = done["run_ids"][0]
+    page = client.get(f"/runs/{rid}", headers=auth).text
+    assert f"/runs/{rid}/artifacts/samples_by_T.png" in page and "fd_digits" in page
+    assert client.get(f"/runs/{rid}/artifacts/../../x", headers=auth).status_code == 404
+    assert client.get("/runs/run_nope", headers=auth).status_code == 404
