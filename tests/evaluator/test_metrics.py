@@ -84,3 +84,17 @@ def test_fd_equals_cleanfid_implementation():
     a, b = rng.normal(size=(40, 8)), rng.normal(0.5, 2.0, size=(30, 8)) @ rng.normal(size=(8, 8))
     (m1, s1), (m2, s2) = gaussian_stats(a), gaussian_stats(b)
     assert frechet_distance(m1, s1, m2, s2) == pytest.approx(float(cleanfid_fd(m1, s1, m2, s2)), rel=1e-12)
+
+
+@pytest.mark.parametrize("n,d", [(12, 64), (300, 16), (64, 64)])
+def test_fast_fd_equals_sqrtm_fd(n, d):
+    """fd_from_feats (eigenvalue trace) equals the sqrtm Frechet distance, low-rank or not."""
+    from evaluator.metrics import fd_from_feats
+
+    rng = np.random.default_rng(n + d)
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    gen = rng.normal(0.2, 1.0, size=(n, d)) @ mix
+    ref = rng.normal(size=(max(2 * d, 40), d)) @ (mix + 0.1 * np.eye(d))
+    (m1, s1), (m2, s2) = gaussian_stats(gen), gaussian_stats(ref)
+    assert fd_from_feats(gen, m2, s2) == pytest.approx(frechet_distance(m1, s1, m2, s2), rel=1e-6)
+    assert abs(fd_from_feats(ref, m2, s2)) < 1e-8 * max(1.0, np.trace(s2))
