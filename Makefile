@@ -32,10 +32,12 @@ browser:
 test: install weights browser
 	$(PY) -m pytest
 
-# The main job on embedded defaults: a short debias run on digits with a progress bar; prints
-# where the (diffusers-loadable) checkpoint is.
+# The full experiment on embedded defaults (service/demo.py): serve, submit studies/demo.yaml (four
+# weightings on digits, T in {2..100}), progress bars, the leaderboard in the terminal and a static
+# copy of its page under $(SNRLAB_DATA_DIR)/demo/; the service stops at the end. ~10 min on 2 cores;
+# DEMO=full for 3 seeds, longer training and Inception FID.
 demo: install weights
-	$(VENV)/bin/snrlab train --dataset digits --weighting debias --steps 300 --out runs/demo
+	$(PY) -m service.demo
 
 bench: install weights
 	$(PY) benchmarks/train_throughput.py

@@ -96,3 +96,13 @@ def test_run_page_embeds_artifacts_and_results(client, auth, done):
     assert f"/runs/{rid}/artifacts/samples_by_T.png" in page and "fd_digits" in page
     assert client.get(f"/runs/{rid}/artifacts/../../x", headers=auth).status_code == 404
     assert client.get("/runs/run_nope", headers=auth).status_code == 404
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_demo_spec_is_valid(full):
+    from service.demo import demo_spec
+    from service.schemas import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate(demo_spec(full))
+    assert [w.name for w in spec.weightings] == ["constant", "debias", "p2", "min_snr"]
+    assert spec.evaluation.steps == [2, 5, 10, 20, 50, 100] and ("fid" in spec.evaluation.metrics) == full
