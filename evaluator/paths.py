@@ -1,15 +1,11 @@
-"""Where the evaluator keeps weights, reference statistics and trained extractors."""
+"""Where the evaluator keeps weights, reference statistics and trained extractors: sub-folders
+of the project's one data directory (trainer.paths.data_dir)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-
-def data_dir(override: str | os.PathLike | None = None) -> Path:
-    """`override`, else $SNRLAB_DATA_DIR, else ~/.cache/snrlab (created on demand)."""
-    root = Path(override or os.environ.get("SNRLAB_DATA_DIR") or Path.home() / ".cache" / "snrlab").expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+from trainer.paths import data_dir
 
 
 def sub_dir(name: str, override: str | os.PathLike | None = None) -> Path:
