@@ -39,8 +39,12 @@ test: install weights browser
 demo: install weights
 	$(PY) -m service.demo
 
+# Speed ratios, each measured side by side in one run (never part of `make test`).
 bench: install weights
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/sampling_throughput.py
+	$(PY) benchmarks/scoring_throughput.py
+	$(PY) benchmarks/api_load.py --postgres postgresql://postgres@127.0.0.1:5432/test
 
 clean:
 	rm -rf $(VENV) .data runs *.egg-info
