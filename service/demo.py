@@ -24,7 +24,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "studies" / "demo.yaml"
-RAY_PROCS = ("raylet", "gcs_server", "ray::", "ray/_private", "ray/dashboard", "plasma_store", "default_worker.py")
 
 
 def demo_spec(full: bool) -> dict:
@@ -43,14 +42,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ray_pids() -> set[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    pids = set()
+def session_pids(sid: int) -> dict[int, str]:
+    """Processes of the service's session (it runs with start_new_session, so sid = its pid):
+    the service and the local Ray it started (gcs_server, raylet, agents, workers), nobody else's."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    found = {}
     for line in out.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if any(p in args for p in RAY_PROCS):
-            pids.add(int(pid))
-    return pids
+        parts = line.split(None, 2)
+        if len(parts) >= 2 and int(parts[1]) == sid:
+            found[int(parts[0])] = parts[2] if len(parts) > 2 else ""
+    return found
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -136,7 +137,6 @@ def main() -> int:
         _, token = crud.create_token(s, name="demo")
     engine.dispose()
 
-    before = ray_pids()
     log = (data_dir / "demo-service.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", "warning"],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -166,21 +166,24 @@ def main() -> int:
                 proc.terminate()
                 proc.wait(30)
         log.close()
-        left = set()
+        left: dict[int, str] = {}
         for _ in range(30):
-            left = ray_pids() - before
+            left = session_pids(proc.pid)
             if not left:
                 break
             time.sleep(1)
         if left:
-            print(f"warning: Ray processes left behind by the demo's service: {sorted(left)}; stopping them", file=sys.stderr)
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            names = ", ".join(f"{pid} {args[:40]}" for pid, args in sorted(left.items()))
+            print(f"warning: processes left behind by the demo's service and its Ray: {names}; stopping them", file=sys.stderr)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for pid in session_pids(proc.pid):
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(5)
         else:
-            print("service stopped; no Ray processes left behind")
+            print(f"service stopped; no Ray processes left behind (ps: nothing in session {proc.pid})")
     print(f"demo finished in {time.time() - t0:.0f}s: experiment {status}")
     return 0 if status == "succeeded" else 1
 
