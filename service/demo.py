@@ -147,7 +147,11 @@ def main() -> int:
         os.environ.update(SNRLAB_URL=url, SNRLAB_TOKEN=token)
         exp = commands._call("POST", "/experiments", json=spec)
         print(f"experiment {exp['id']}: {len(exp['run_ids'])} runs ({', '.join(r['weighting'] for r in exp['runs'])})", flush=True)
-        final = commands._wait(exp["id"], poll=2.0)
+        try:
+            final = commands._wait(exp["id"], poll=2.0)
+        except commands.ApiError as e:
+            raise SystemExit(f"the service stopped answering ({e}); its log: {data_dir / 'demo-service.log'} "
+                             f"(a `ray stop` elsewhere on this machine also stops the service's Ray)") from None
         status = final["status"]
         for metric in spec["evaluation"]["metrics"]:
             commands.leaderboard(dataset="digits", metric=metric, sampler="ddpm")
