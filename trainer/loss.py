@@ -43,9 +43,10 @@ class WeightedLoss:
             out, v = out.chunk(2, dim=1)
         target = training_target(self.target, x0, noise, t, self.schedule)
         mse = (out.float() - target).pow(2).flatten(1).mean(1)
-        factor = self.factor.to(x0.device)[t].float()
+        t_cpu = t.cpu()  # the float64 tables stay on the CPU; index them there, then move
+        factor = self.factor[t_cpu].to(x0.device, torch.float32)
         terms = {"mse": mse, "mse_eps": factor * mse}
-        terms["loss"] = self.sample_weight(t).to(x0.device).float() * mse
+        terms["loss"] = self.sample_weight(t_cpu).to(x0.device, torch.float32) * mse
         if self.learn_sigma:
             # ADM hybrid loss: unweighted VB term trains the variance; the mean is frozen (stop-grad)
             x0_hat, _ = predict_x0_eps(self.target, out.detach().float(), x_t, t, self.schedule)
