@@ -16,7 +16,8 @@ import torch
 from trainer.config import TrainConfig
 from trainer.engine import build_state, train_step
 from trainer.raysession import init_ray
-from trainer.run import read_metrics, train
+from trainer.metrics_log import read_metrics
+from trainer.run import train
 
 
 def plain_loop(cfg: TrainConfig, warmup: int, threads: int) -> float:

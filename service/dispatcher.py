@@ -29,6 +29,7 @@ from service.db import session_scope
 from service.executor import Executor, Job, JobState, job_name, readable_error
 from service.lifecycle import RunStatus
 from service.models import Attempt, Run, utcnow
+from trainer.metrics_log import read_records
 
 log = logging.getLogger(__name__)
 
@@ -242,29 +243,11 @@ class Dispatcher:
     # ------------------------------------------------------------ metrics
     def _ingest_metrics(self, s: Session, run: Run, attempt: Attempt | None) -> None:
         """Tail runs_dir/<run>/metrics.jsonl from the stored byte offset (complete lines only)."""
-        path = paths.metrics_file(self.settings.runs_dir, run.id)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
-        offset = run.metrics_offset if run.metrics_offset <= size else 0
-        if size == offset:
-            return
-        with path.open("rb") as f:
-            f.seek(offset)
-            chunk = f.read(size - offset)
-        end = chunk.rfind(b"\n") + 1
+        records, run.metrics_offset = read_records(paths.metrics_file(self.settings.runs_dir, run.id), run.metrics_offset)
         points, starts = [], []
-        for line in chunk[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
-                continue
+        for rec in records:
             # the trainer logs {"event": "start", "step": k} when an attempt begins (k > 0: resumed)
             (starts if "event" in rec else points).append(rec)
-        run.metrics_offset = offset + end
         if attempt is not None and attempt.status == "running" and attempt.start_step is None:
             first = starts[-1]["step"] if starts else min((p["step"] for p in points), default=None)
             attempt.start_step = first

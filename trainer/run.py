@@ -21,8 +21,8 @@ from trainer.checkpoint import load_training_state, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import check_source
 from trainer.engine import MetricsWindow, build_state, train_step
+from trainer.metrics_log import METRICS_FILE, read_records, start_steps
 
-METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 
 
@@ -82,23 +82,6 @@ def _maybe_inject_failure(cfg: TrainConfig, step: int, run_dir: Path, rank: int)
     os._exit(17)  # a worker process dying mid-run, not a Python exception
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Metric records of a run, deduplicated by step (a resumed attempt re-logs steps after its
-    checkpoint: the last record of each step wins)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    by_step: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a killed writer
-            continue
-        if "event" not in rec:
-            by_step[rec["step"]] = rec
-    return [by_step[s] for s in sorted(by_step)]
-
-
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: str
@@ -108,7 +91,7 @@ class TrainResult:
 
 
 class _Tail(threading.Thread):
-    """Follows metrics.jsonl and hands each new record to a callback (progress bars, SQL)."""
+    """Follows metrics.jsonl and hands each new record to a callback (progress bars)."""
 
     def __init__(self, path: Path, callback: Callable[[dict], None], interval: float = 0.5):
         super().__init__(daemon=True)
@@ -118,14 +101,9 @@ class _Tail(threading.Thread):
     def run(self):
         while True:
             stopping = self.stop_event.wait(self.interval)
-            if self.path.exists():
-                with open(self.path) as f:
-                    f.seek(self.offset)
-                    for line in f:
-                        if not line.endswith("\n"):
-                            break
-                        self.offset += len(line.encode())
-                        self.callback(json.loads(line))
+            records, self.offset = read_records(self.path, self.offset)
+            for rec in records:
+                self.callback(rec)
             if stopping:
                 return
 
@@ -157,7 +135,6 @@ def train(
             return TrainResult(**{k: done[k] for k in ("run_dir", "checkpoint_path", "metrics", "resumed_from_step")})
     check_source(cfg.dataset)
     init_ray(ray_address)
-    previous = read_metrics(run_dir)
     tail = _Tail(run_dir / METRICS_FILE, on_metrics) if on_metrics else None
     if tail:
         tail.start()
@@ -180,19 +157,13 @@ def train(
         if tail:
             tail.stop_event.set()
             tail.join()
-    starts = [r for r in _events(run_dir) if r.get("event") == "start"]
+    starts = start_steps(run_dir)  # rank 0 logs one per attempt, so never empty after a fit
     out = TrainResult(
         run_dir=str(run_dir),
         checkpoint_path=result.checkpoint.path,
         metrics=dict(result.metrics or {}),
-        resumed_from_step=starts[-1]["step"] if starts else (previous[-1]["step"] if previous else 0),
+        resumed_from_step=starts[-1] if starts else 0,
     )
     result_file.write_text(json.dumps({**out.__dict__, "config_hash": cfg.config_hash()}))
     return out
 
-
-def _events(run_dir: Path) -> list[dict]:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith('{"event"')]

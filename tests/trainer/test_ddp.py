@@ -1,7 +1,8 @@
 """Two DDP workers (gloo on CPU) follow the same loss trajectory as one worker with the same
 global batch: every rank draws the global batch of a step and trains on its slice."""
 from trainer.config import TrainConfig
-from trainer.run import read_metrics, train
+from trainer.metrics_log import read_metrics
+from trainer.run import train
 
 
 def test_two_workers_match_one_worker(ray_session, tmp_path):

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from trainer.config import TrainConfig
-from trainer.run import METRICS_FILE, read_metrics, train
+from trainer.metrics_log import METRICS_FILE, read_metrics
+from trainer.run import train
 
 CFG = dict(steps=40, batch_size=16, log_every=10, checkpoint_every=10, keep_checkpoints=2)
 
