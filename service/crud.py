@@ -58,8 +58,12 @@ def expand_runs(spec: schemas.ExperimentSpec, *, checkpoint_every: int | None = 
                 }
                 if t.checkpoint_every or checkpoint_every:
                     config["checkpoint_every"] = t.checkpoint_every or checkpoint_every
-                setup = {k: v for k, v in config.items() if k not in ("seed", "weighting", "weighting_params", "checkpoint_every")}
-                setup["evaluation"] = spec.evaluation.model_dump(mode="json")
+                if spec.evaluation.at_steps:
+                    config["snapshot_steps"] = list(spec.evaluation.at_steps)
+                setup = {k: v for k, v in config.items()
+                         if k not in ("seed", "weighting", "weighting_params", "checkpoint_every", "snapshot_steps")}
+                # which intermediate checkpoints are evaluated does not change a final result
+                setup["evaluation"] = spec.evaluation.model_dump(mode="json", exclude={"at_steps"})
                 runs.append(
                     dict(
                         index=len(runs),
@@ -250,25 +254,33 @@ def upsert_metrics(session: Session, *, run_id: str, points: list[dict[str, Any]
 def get_results(session: Session, *, run_id: str) -> tuple[Run, list[Result]]:
     run = get_run(session, run_id=run_id)
     rows = session.scalars(
-        select(Result).where(Result.run_id == run_id).order_by(Result.metric, Result.sampler, Result.num_steps)
+        select(Result).where(Result.run_id == run_id)
+        .order_by(Result.metric, Result.sampler, Result.train_step, Result.num_steps)
     ).all()
     return run, list(rows)
 
 
-def record_results(session: Session, *, run_id: str, results: list[dict[str, Any]]) -> int:
-    """Insert evaluated cells once; cells already recorded (a replay after restart) are kept."""
+def record_results(session: Session, *, run_id: str, results: list[dict[str, Any]], default_train_step: int | None = None) -> int:
+    """Insert evaluated cells once; cells already recorded (a replay after restart, or the
+    intermediate results seen while training) are kept. A row without `train_step` is of the
+    final checkpoint (`default_train_step`, the run's total_steps)."""
+    if default_train_step is None:
+        default_train_step = session.scalar(select(Run.total_steps).where(Run.id == run_id))
     existing = set(
-        session.execute(select(Result.num_steps, Result.sampler, Result.metric).where(Result.run_id == run_id)).all()
+        session.execute(
+            select(Result.train_step, Result.num_steps, Result.sampler, Result.metric).where(Result.run_id == run_id)
+        ).all()
     )
     added = 0
     for r in results:
-        key = (int(r["num_steps"]), str(r["sampler"]), str(r["metric"]))
+        key = (int(r.get("train_step") or default_train_step), int(r["num_steps"]), str(r["sampler"]), str(r["metric"]))
         if key in existing:
             continue
         existing.add(key)
-        extra = {k: v for k, v in r.items() if k not in ("num_steps", "sampler", "metric", "value", "num_gen", "extractor")}
+        extra = {k: v for k, v in r.items()
+                 if k not in ("train_step", "num_steps", "sampler", "metric", "value", "num_gen", "extractor")}
         session.add(
-            Result(run_id=run_id, num_steps=key[0], sampler=key[1], metric=key[2], value=float(r["value"]),
+            Result(run_id=run_id, train_step=key[0], num_steps=key[1], sampler=key[2], metric=key[3], value=float(r["value"]),
                    num_gen=r.get("num_gen"), extractor=r.get("extractor"), extra=extra or None)
         )
         added += 1
@@ -279,15 +291,19 @@ def record_results(session: Session, *, run_id: str, results: list[dict[str, Any
 # ---------------------------------------------------------------- leaderboard
 def leaderboard(
     session: Session, *, dataset: str | None = None, metric: str | None = None, sampler: str | None = None,
-    lower_is_better: bool = True, experiment_id: str | None = None,
+    lower_is_better: bool = True, experiment_id: str | None = None, train_steps: str = "final",
 ) -> schemas.Leaderboard:
-    """Rows (dataset, setup, T) x columns (weighting): mean/std/n over seeds of succeeded runs."""
+    """Rows (dataset, setup, training step, T) x columns (weighting): mean/std/n over seeds of
+    succeeded runs. train_steps="final" keeps the final checkpoints only (the paper's tables);
+    "all" adds the intermediate ones (`evaluation.at_steps`, the paper's Fig. 7a)."""
     q = (
         select(Result, Run.dataset, Run.weighting, Run.config_hash, Run.experiment_id, Experiment.code_version)
         .join(Run, Result.run_id == Run.id)
         .join(Experiment, Run.experiment_id == Experiment.id)
         .where(Run.status == RunStatus.SUCCEEDED.value)
     )
+    if train_steps == "final":
+        q = q.where(Result.train_step == Run.total_steps)
     if dataset:
         q = q.where(Run.dataset == dataset)
     if metric:
@@ -301,7 +317,7 @@ def leaderboard(
     for res, ds, weighting, chash, exp_id, version in session.execute(q):
         extra = res.extra or {}
         # comparable cells share the feature extractor and the reference set (evaluator contract)
-        row_key = (ds, chash, res.num_steps, res.metric, res.sampler, extra.get("extractor_fingerprint") or "",
+        row_key = (ds, chash, res.train_step, res.num_steps, res.metric, res.sampler, extra.get("extractor_fingerprint") or "",
                    extra.get("ref_key") or "")
         cells[row_key][weighting].append(res)
         exp_ids.add(exp_id)
@@ -309,7 +325,7 @@ def leaderboard(
         versions.add(version)
         columns.add(weighting)
     rows = []
-    for (ds, chash, t, row_metric, row_sampler, _fp, _ref), by_w in sorted(cells.items()):
+    for (ds, chash, train_step, t, row_metric, row_sampler, _fp, _ref), by_w in sorted(cells.items()):
         row_cells = {}
         for w, rs in by_w.items():
             vals = [r.value for r in rs]
@@ -323,10 +339,10 @@ def leaderboard(
         best = pick(row_cells, key=lambda w: row_cells[w].mean) if row_cells else None
         if best is not None:
             row_cells[best].best = True
-        rows.append(schemas.LeaderboardRow(dataset=ds, num_steps=t, metric=row_metric, sampler=row_sampler,
+        rows.append(schemas.LeaderboardRow(dataset=ds, train_step=train_step, num_steps=t, metric=row_metric, sampler=row_sampler,
                                            config_hash=chash, cells=row_cells, best=best))
     return schemas.Leaderboard(
-        metric=metric, sampler=sampler, dataset=dataset, lower_is_better=lower_is_better,
+        train_steps=train_steps, metric=metric, sampler=sampler, dataset=dataset, lower_is_better=lower_is_better,
         columns=sorted(columns), rows=rows,
         provenance=schemas.Provenance(experiment_ids=sorted(exp_ids), config_hashes=sorted(hashes), code_versions=sorted(versions)),
     )

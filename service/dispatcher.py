@@ -158,10 +158,13 @@ class Dispatcher:
             self._ingest_metrics(s, run, attempt)
             if state.checkpoint_path:
                 run.checkpoint_path = state.checkpoint_path
+            if state.results and state.phase in ("training", "evaluating"):
+                # intermediate checkpoints (evaluation.at_steps) are scored while training goes on
+                crud.record_results(s, run_id=run.id, results=state.results, default_train_step=run.total_steps)
             if state.phase == "evaluating" and run.status == RunStatus.TRAINING.value:
                 crud.transition_run(s, run=run, to=RunStatus.EVALUATING, current_step=max(run.current_step, run.total_steps))
             elif state.phase == "succeeded":
-                crud.record_results(s, run_id=run.id, results=state.results or [])
+                crud.record_results(s, run_id=run.id, results=state.results or [], default_train_step=run.total_steps)
                 attempt.status, attempt.finished_at = "succeeded", utcnow()
                 crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED, error=None,
                                     current_step=max(run.current_step, run.total_steps))

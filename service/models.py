@@ -80,6 +80,7 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     metrics_offset: Mapped[int] = mapped_column(default=0)  # bytes of metrics.jsonl ingested
     latest_metrics: Mapped[dict[str, Any] | None]
+    usage: Mapped[dict[str, Any] | None]  # device, workers, wall_s, device_hours of the training
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -119,15 +120,19 @@ class MetricPoint(Base):
 
 
 class Result(Base):
-    """One evaluated cell: (run, T, sampler, metric). Recorded once (unique)."""
+    """One evaluated cell: (run, training step, T, sampler, metric). Recorded once (unique).
+
+    `train_step` is the training step of the evaluated EMA weights: the run's total_steps for the
+    final checkpoint, smaller for the intermediate snapshots of `evaluation.at_steps`."""
 
     __tablename__ = "results"
     __table_args__ = (
-        UniqueConstraint("run_id", "num_steps", "sampler", "metric", name="uq_results_cell"),
+        UniqueConstraint("run_id", "train_step", "num_steps", "sampler", "metric", name="uq_results_cell"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    train_step: Mapped[int]
     num_steps: Mapped[int]
     sampler: Mapped[str] = mapped_column(String(50))
     metric: Mapped[str] = mapped_column(String(50))

@@ -36,30 +36,100 @@ def work(job: dict[str, Any], state: dict[str, Any]) -> None:
         state.update(phase="succeeded", results=done["results"], checkpoint_path=done.get("checkpoint_path"))
         return
     done_path = paths.train_done_file(runs_dir, run_id)
+    scorer = SnapshotScorer(job, state, run_dir)
     if done_path.exists():
         checkpoint = json.loads(done_path.read_text())["checkpoint_path"]
     else:
         state["phase"] = "training"
         train = load_callable(job["train_fn"])
         res = job["resources"]
-        result = train(
-            _train_config(job),
-            storage_path=str(runs_dir),
-            name=run_id,
-            num_workers=int(res.get("workers_per_run", 1)),
-            use_gpu=float(res.get("gpus_per_worker", 0)) > 0,
-            max_failures=0,
-        )
+        scorer.start()
+        try:
+            result = train(
+                _train_config(job),
+                storage_path=str(runs_dir),
+                name=run_id,
+                num_workers=int(res.get("workers_per_run", 1)),
+                use_gpu=float(res.get("gpus_per_worker", 0)) > 0,
+                max_failures=0,
+            )
+        finally:
+            scorer.stop.set()
         checkpoint = _checkpoint_path(result)
         _write_json_atomic(done_path, {"checkpoint_path": checkpoint})
     state.update(phase="evaluating", checkpoint_path=checkpoint)
+    if scorer.is_alive():
+        scorer.join()
+    else:  # resumed after training: score the snapshots that were not scored yet
+        scorer.stop.set()
+        scorer.run()
+    if scorer.error is not None:
+        raise scorer.error
     evaluate = load_callable(job["evaluate_fn"])
     results = evaluate(
         checkpoint=checkpoint, evaluation=job["evaluation"], config=job["config"],
         out_dir=str(paths.artifacts_dir(runs_dir, run_id)), resources=job["resources"], data_dir=job.get("data_dir"),
     )
+    final_step = int(job["config"].get("steps", 0)) or None
+    results = scorer.results + [{**r, "train_step": r.get("train_step", final_step)} for r in results]
     _write_json_atomic(results_path, {"results": results, "checkpoint_path": checkpoint})
     state.update(phase="succeeded", results=results)
+
+
+class SnapshotScorer(threading.Thread):
+    """Evaluates the intermediate snapshots of `evaluation.at_steps` as the trainer writes them,
+    while training goes on (in this process: it reserves no Ray resources, so it can never wait
+    for the CPUs its own run holds). Each snapshot's rows are kept in results_step_<n>.json, so a
+    resumed attempt scores only what is missing; `state["results"]` carries them to the service."""
+
+    def __init__(self, job: dict[str, Any], state: dict[str, Any], run_dir: Path, interval: float = 2.0):
+        super().__init__(name="snrlab-snapshots", daemon=True)
+        self.job, self.state, self.run_dir, self.interval = job, state, run_dir, interval
+        self.wanted = sorted(int(s) for s in job["evaluation"].get("at_steps") or [])
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.done: dict[int, list[dict[str, Any]]] = {}
+        for step in self.wanted:
+            f = run_dir / f"results_step_{step:08d}.json"
+            if f.exists():
+                self.done[step] = json.loads(f.read_text())["results"]
+        self._publish()
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return [r for step in sorted(self.done) for r in self.done[step]]
+
+    def _publish(self) -> None:
+        if self.done:
+            self.state["results"] = self.results
+
+    def run(self) -> None:
+        from trainer.checkpoint import list_snapshots
+
+        try:
+            while True:
+                final = self.stop.is_set()
+                snaps = list_snapshots(self.run_dir)
+                for step in self.wanted:
+                    if step not in self.done and step in snaps:
+                        self._score(step, snaps[step])
+                if final or len(self.done) == len(self.wanted):
+                    return
+                self.stop.wait(self.interval)
+        except BaseException as e:  # noqa: BLE001 - re-raised by work() after training
+            traceback.print_exc()
+            self.error = e
+
+    def _score(self, step: int, snapshot: Path) -> None:
+        evaluate = load_callable(self.job["evaluate_fn"])
+        evaluation = {**self.job["evaluation"], "analyses": False}
+        rows = evaluate(checkpoint=str(snapshot), evaluation=evaluation, config=self.job["config"],
+                        out_dir=str(self.run_dir / "artifacts"), resources={**self.job["resources"], "workers_per_run": 0},
+                        data_dir=self.job.get("data_dir"))
+        rows = [{**r, "train_step": step} for r in rows]
+        _write_json_atomic(self.run_dir / f"results_step_{step:08d}.json", {"results": rows})
+        self.done[step] = rows
+        self._publish()
 
 
 def _train_config(job: dict[str, Any]) -> Any:

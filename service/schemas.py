@@ -113,6 +113,10 @@ class EvaluationSpec(_Strict):
     analyses: bool = Field(default=True, description="also write the evaluator's sample grids and bias-analysis PNGs (run artifacts)")
     analysis_images: int = Field(default=16, ge=1, le=256, description="images per analysis grid")
     analysis_stride: int = Field(default=10, ge=1, le=100_000, description="timestep stride of the MSE-vs-t analysis")
+    at_steps: list[Annotated[int, Field(gt=0)]] = Field(
+        default=[], max_length=50,
+        description="training steps whose EMA weights are also evaluated (the paper's Fig. 7a), while training goes on; "
+                    "each below training.steps. The final checkpoint is always evaluated")
 
     @field_validator("samplers")
     @classmethod
@@ -131,6 +135,13 @@ class EvaluationSpec(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("steps must be unique")
         return v
+
+    @field_validator("at_steps")
+    @classmethod
+    def _at_steps(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("at_steps must be unique")
+        return sorted(v)
 
 
 class ResourcesSpec(_Strict):
@@ -154,6 +165,9 @@ class ExperimentSpec(_Strict):
             registry.check_metrics(v.metrics, ds.name)  # fd_<dataset> must match every dataset
         training = info.data.get("training")
         if training is not None:
+            late = [s for s in v.at_steps if s >= training.steps]
+            if late:
+                raise ValueError(f"at_steps: {late} not below training.steps={training.steps} (the final checkpoint is always evaluated)")
             for t in v.steps:
                 if t > training.num_timesteps:
                     raise ValueError(f"steps: T={t} exceeds training.num_timesteps={training.num_timesteps}")
@@ -211,6 +225,7 @@ class RunRead(RunSummary):
     experiment_id: str
     attempts: list[AttemptRead]
     latest_metrics: dict[str, Any] | None
+    usage: dict[str, Any] | None = Field(description="device, workers, wall seconds and device-hours of the training")
     checkpoint_path: str | None
     cancel_requested: bool
     config: dict[str, Any]
@@ -262,6 +277,7 @@ class MetricsRead(BaseModel):
 
 
 class ResultRead(_Read):
+    train_step: int = Field(description="training step of the evaluated weights (total_steps: the final checkpoint)")
     num_steps: int
     sampler: str
     metric: str
@@ -289,6 +305,7 @@ class LeaderboardCell(BaseModel):
 
 class LeaderboardRow(BaseModel):
     dataset: str
+    train_step: int = Field(description="training step of the evaluated weights")
     num_steps: int
     metric: str
     sampler: str
@@ -304,6 +321,7 @@ class Provenance(BaseModel):
 
 
 class Leaderboard(BaseModel):
+    train_steps: Literal["final", "all"] = "final"
     metric: str | None
     sampler: str | None
     dataset: str | None

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 from pathlib import Path
 
 import torch
@@ -46,6 +48,38 @@ def save_checkpoint(directory: str | Path, *, cfg: TrainConfig, model, ema, opti
         json.dumps({"train": cfg.model_dump(mode="json"), "step": step, "provenance": provenance(cfg)}, indent=2)
     )
     return d
+
+
+SNAPSHOTS_DIR = "snapshots"
+
+
+def snapshot_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS_DIR / f"step_{step:08d}"
+
+
+def save_snapshot(run_dir: str | Path, *, cfg: TrainConfig, ema, step: int) -> Path:
+    """The EMA weights at `step` plus config.json: all an evaluator needs (load_model works on
+    it). Written to a temporary name and renamed, so a watcher never sees half a snapshot."""
+    final = snapshot_dir(run_dir, step)
+    if final.exists():
+        return final
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ema.save_pretrained(tmp / "unet_ema")
+    (tmp / "config.json").write_text(
+        json.dumps({"train": cfg.model_dump(mode="json"), "step": step, "provenance": provenance(cfg)}, indent=2)
+    )
+    os.replace(tmp, final)
+    return final
+
+
+def list_snapshots(run_dir: str | Path) -> dict[int, Path]:
+    """{step: directory} of the complete snapshots of a run."""
+    root = Path(run_dir) / SNAPSHOTS_DIR
+    if not root.is_dir():
+        return {}
+    return {int(p.name.removeprefix("step_")): p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")}
 
 
 def load_training_state(directory: str | Path, *, model, ema, optimizer) -> int:

@@ -42,6 +42,8 @@ class TrainConfig(BaseModel):
     log_every: int = Field(25, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
+    snapshot_steps: list[int] = Field(default_factory=list, description="steps whose EMA weights are also saved under "
+                                      "snapshots/step_<n>/ (diffusers format + config.json) for evaluation; kept forever")
     # failure injection for resilience tests: the worker process exits at this step, once per
     # run directory (a marker file makes the restarted attempt go on)
     fail_at_step: int | None = Field(None, ge=1)
@@ -69,6 +71,6 @@ class TrainConfig(BaseModel):
 
     def config_hash(self) -> str:
         """Hash of everything that changes the trained model (not bookkeeping)."""
-        skip = {"log_every", "checkpoint_every", "keep_checkpoints", "fail_at_step"}
+        skip = {"log_every", "checkpoint_every", "keep_checkpoints", "fail_at_step", "snapshot_steps"}
         blob = json.dumps(self.model_dump(mode="json", exclude=skip), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

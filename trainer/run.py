@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from trainer.checkpoint import load_training_state, save_checkpoint
+from trainer.checkpoint import load_training_state, save_checkpoint, save_snapshot
 from trainer.config import TrainConfig
 from trainer.data import check_source
 from trainer.engine import MetricsWindow, build_state, train_step
@@ -53,6 +53,8 @@ def train_loop_per_worker(config: dict) -> None:
             metrics = window.flush(done, cfg.batch_size)
             if rank == 0:
                 _append(run_dir, {**metrics, "time": time.time()})
+        if done in cfg.snapshot_steps and rank == 0:
+            save_snapshot(run_dir, cfg=cfg, ema=state.ema, step=done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -15,9 +15,10 @@ Filter = Annotated[str | None, Query(max_length=100)]
 
 @router.get("/leaderboard", response_model=schemas.Leaderboard)
 def get_leaderboard(session: SessionDep, _: ReaderDep, dataset: Filter = None, metric: Filter = None, sampler: Filter = None,
-                    experiment: Filter = None):
-    """Rows (dataset, T) x columns (weighting): mean, std and n over seeds; the best cell per row is marked."""
+                    experiment: Filter = None, train_steps: Literal["final", "all"] = "final"):
+    """Rows (dataset, training step, T) x columns (weighting): mean, std and n over seeds; the best
+    cell per row is marked. `train_steps=all` adds the intermediate checkpoints of `evaluation.at_steps`."""
     return crud.leaderboard(
         session, dataset=dataset, metric=metric, sampler=sampler, lower_is_better=registry.lower_is_better(metric),
-        experiment_id=experiment,
+        experiment_id=experiment, train_steps=train_steps,
     )

@@ -135,6 +135,9 @@ INVALID = [
     ("evaluation.samplers", ["euler"], ["body", "evaluation", "samplers"], "valid: ddim, ddpm"),
     ("evaluation.metrics", ["fid2"], ["body", "evaluation", "metrics"], "valid metrics"),
     ("evaluation.metrics", ["fd_colors"], ["body", "evaluation"], "use fd_digits"),
+    ("evaluation.at_steps", [50, 10_000], ["body", "evaluation"], "[10000] not below training.steps"),
+    ("evaluation.at_steps", [50, 50], ["body", "evaluation", "at_steps"], "unique"),
+    ("evaluation.at_steps", [0], ["body", "evaluation", "at_steps", 0], "greater than 0"),
     ("training.lr", 0, ["body", "training", "lr"], "greater than 0"),
     ("surprise", 1, ["body", "surprise"], "Extra inputs"),
 ]

@@ -269,3 +269,34 @@ def test_restart_releases_jobs_of_finished_runs(submit, dispatcher, fake_executo
         crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
     dispatcher().reconcile()
     assert fake_executor.job_for(r1).released and not fake_executor.job_for(r2).released
+
+
+def test_intermediate_results_are_recorded_while_training(submit, dispatcher, fake_executor, session_factory):
+    """`evaluation.at_steps`: the job reports rows of intermediate checkpoints while it trains;
+    they land in SQL at once, and the final replay (which repeats them) records each cell once."""
+    evaluation = {"steps": [5], "samplers": ["ddpm"], "num_samples": 64, "metrics": ["fd_digits"], "at_steps": [40]}
+    (r1,) = submit(weightings=[{"name": "constant"}], evaluation=evaluation)
+    d = dispatcher()
+    d.tick()
+    exp_id = run_of(session_factory, r1).experiment_id
+    job = fake_executor.job_for(r1)
+    assert job.job.config["snapshot_steps"] == [40]
+    early = [{"train_step": 40, "num_steps": 5, "sampler": "ddpm", "metric": "fd_digits", "value": 9.0}]
+    job.results = early
+    d.tick()
+    assert run_of(session_factory, r1).status == "training"
+    with session_factory() as s:
+        rows = s.scalars(select(Result).where(Result.run_id == r1)).all()
+        assert [(r.train_step, r.value) for r in rows] == [(40, 9.0)]
+        assert crud.leaderboard(s, experiment_id=exp_id).rows == []
+    job.phase = "succeeded"
+    job.results = early + [{"num_steps": 5, "sampler": "ddpm", "metric": "fd_digits", "value": 4.0}]  # final: no train_step
+    d.tick()
+    with session_factory() as s:
+        run = crud.get_run(s, run_id=r1)
+        rows = s.scalars(select(Result).where(Result.run_id == r1).order_by(Result.train_step)).all()
+        assert [(r.train_step, r.value) for r in rows] == [(40, 9.0), (run.total_steps, 4.0)]
+        final = crud.leaderboard(s, experiment_id=run.experiment_id)
+        assert [(row.train_step, row.cells["constant"].mean) for row in final.rows] == [(run.total_steps, 4.0)]
+        every = crud.leaderboard(s, experiment_id=run.experiment_id, train_steps="all")
+        assert [(row.train_step, row.cells["constant"].mean) for row in every.rows] == [(40, 9.0), (run.total_steps, 4.0)]

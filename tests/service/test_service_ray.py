@@ -100,7 +100,8 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
     app = create_app(_settings(shared_data_dir, url))
     with live_server(app) as server, httpx.Client(base_url=server.url + API, headers=headers, timeout=30) as c:
         t0 = time.time()
-        r = c.post("/experiments", json=TINY)
+        # at_steps: the step-50 snapshot is scored while training goes on (the paper's Fig. 7a)
+        r = c.post("/experiments", json={**TINY, "evaluation": {**TINY["evaluation"], "at_steps": [50]}})
         assert r.status_code == 201, r.text
         exp = _wait(c, f"/experiments/{r.json()['id']}", lambda b: b["status"] in ("succeeded", "failed", "cancelled"),
                     timeout=480)
@@ -108,7 +109,10 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
         _print_timeline(c, exp, t0)
         lb = c.get("/leaderboard", params={"dataset": "digits", "metric": "fd_digits", "sampler": "ddpm"}).json()
         assert lb["columns"] == ["constant", "debias"]
-        assert [row["num_steps"] for row in lb["rows"]] == [5, 20]
+        assert [(row["train_step"], row["num_steps"]) for row in lb["rows"]] == [(100, 5), (100, 20)]
+        every = c.get("/leaderboard", params={"metric": "fd_digits", "train_steps": "all"}).json()
+        assert [(row["train_step"], row["num_steps"]) for row in every["rows"]] == [(50, 5), (50, 20), (100, 5), (100, 20)]
+        assert every["rows"][0]["cells"]["constant"]["mean"] != every["rows"][2]["cells"]["constant"]["mean"]
         for row in lb["rows"]:
             assert set(row["cells"]) == {"constant", "debias"} and sum(c["best"] for c in row["cells"].values()) == 1
             assert all(c["n"] == 1 and c["mean"] > 0 for c in row["cells"].values())
@@ -117,7 +121,7 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
         metrics = c.get(f"/runs/{run['id']}/metrics").json()["points"]
         assert [p["step"] for p in metrics] == [25, 50, 75, 100] and "mse_q0" in metrics[-1]["values"]
         results = c.get(f"/runs/{run['id']}/results").json()["results"]
-        assert sorted(r["num_steps"] for r in results) == [5, 20]
+        assert sorted((r["train_step"], r["num_steps"]) for r in results) == [(50, 5), (50, 20), (100, 5), (100, 20)]
         artifacts = c.get(f"/runs/{run['id']}/artifacts").json()
         assert "samples_T5.png" in artifacts and "analyses.json" in artifacts, artifacts
         png = c.get(f"/runs/{run['id']}/artifacts/samples_T5.png")
