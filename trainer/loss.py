@@ -7,7 +7,7 @@ import torch
 
 from trainer.diffusion import learned_log_variance, posterior_mean, predict_x0_eps, target_factor, training_target, vb_terms_bpd
 from trainer.schedules import Schedule, _gather as gather
-from trainer.weighting import weight_table
+from trainer.weighting import uses_progress, weight_table
 
 
 class WeightedLoss:
@@ -22,9 +22,25 @@ class WeightedLoss:
         if t_sampling not in ("uniform", "importance"):
             raise ValueError(f"unknown t_sampling {t_sampling!r}; valid: uniform, importance")
         self.schedule, self.target, self.t_sampling, self.learn_sigma = schedule, target, t_sampling, learn_sigma
-        self.weights = weight_table(schedule.snr, weighting, params, normalize=normalize)  # float64 [T]
+        self.weighting, self.params, self.normalize = weighting, params, normalize
+        self.curriculum = uses_progress(weighting)
         self.factor = target_factor(schedule, target)
+        self.progress = -1.0
+        self.set_progress(0.0 if self.curriculum else 1.0)
+
+    def set_progress(self, progress: float) -> None:
+        """A curriculum's table at this fraction of training (recomputed per 0.1% of progress);
+        a no-op for the other weightings."""
+        progress = round(min(max(progress, 0.0), 1.0), 3)
+        if progress == self.progress or (not self.curriculum and self.progress >= 0):
+            return
+        self.progress = progress
+        self.weights = weight_table(self.schedule.snr, self.weighting, self.params, normalize=self.normalize,
+                                    progress=progress)  # float64 [T]
         self.probs = self.weights / self.weights.sum()
+
+    def at_step(self, step: int, total_steps: int) -> None:
+        self.set_progress(step / max(total_steps, 1))
 
     def sample_t(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.t_sampling == "importance":

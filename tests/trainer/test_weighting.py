@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from trainer.schedules import get_schedule
-from trainer.weighting import WEIGHTINGS, validate, weight_table, weighting_params
+from trainer.loss import WeightedLoss
+from trainer.schedules import get_schedule as _schedule
+from trainer.weighting import WEIGHTINGS, uses_progress, validate, weight_table, weighting_params
 
 SNR = get_schedule("linear", 1000).snr
 
@@ -62,3 +64,39 @@ def test_parameters_are_read_from_signatures():
 def test_degenerate_parameters_are_refused():
     with pytest.raises(ValueError, match="non-positive or non-finite"):
         validate("min_snr", {"gamma": 0})
+
+
+def test_variants_beyond_the_paper_never_fall_below_constant():
+    floor, clip = weight_table(SNR, "debias_floor"), weight_table(SNR, "debias_clip")
+    torch.testing.assert_close(floor, torch.maximum(1 / SNR.sqrt(), torch.ones_like(SNR)))
+    torch.testing.assert_close(clip, (1 / SNR.sqrt()).clamp(1, 4))
+    assert (floor >= 1).all() and (clip >= 1).all() and clip.max().item() == 4.0
+    assert (floor[1:] >= floor[:-1]).all() and (clip[1:] >= clip[:-1]).all()  # monotone in t, like debias
+    # the cap bounds the weight mass of the last 100 steps: 57% under debias, 15% with cap=4
+    assert (floor[900:].sum() / floor.sum()).item() == pytest.approx(0.562, abs=0.001)
+    assert (clip[900:].sum() / clip.sum()).item() == pytest.approx(0.147, abs=0.001)
+    assert weighting_params("debias_clip") == {"cap": 4.0}
+
+
+def test_curriculum_anneals_from_constant_to_debias():
+    assert uses_progress("curriculum") and not uses_progress("debias")
+    assert weighting_params("curriculum") == {"anneal": 0.5}  # progress is supplied, never tuned
+    torch.testing.assert_close(weight_table(SNR, "curriculum", progress=0.0), torch.ones_like(SNR))
+    torch.testing.assert_close(weight_table(SNR, "curriculum", progress=0.25), SNR ** -0.25)
+    torch.testing.assert_close(weight_table(SNR, "curriculum", progress=0.5), weight_table(SNR, "debias"))
+    torch.testing.assert_close(weight_table(SNR, "curriculum", {"anneal": 1.0}, progress=0.5), SNR ** -0.25)
+    with pytest.raises(ValueError, match="valid parameters: anneal"):
+        validate("curriculum", {"progress": 0.5})
+
+
+def test_the_loss_follows_a_curriculum_step_by_step():
+    loss = WeightedLoss(_schedule("linear", 1000), "curriculum", {"anneal": 1.0}, t_sampling="importance")
+    t = torch.tensor([10, 999])
+    assert loss.sample_weight(t).tolist() == [1.0, 1.0] and loss.probs[999] == pytest.approx(1e-3)
+    loss.at_step(500, 1000)
+    torch.testing.assert_close(loss.weights, SNR ** -0.25)
+    assert loss.probs[999] > loss.probs[10]  # importance sampling follows the current table
+    fixed = WeightedLoss(_schedule("linear", 1000), "debias")
+    before = fixed.weights
+    fixed.at_step(500, 1000)
+    assert fixed.weights is before  # not a curriculum: the table is built once
