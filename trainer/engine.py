@@ -67,6 +67,7 @@ def build_state(cfg: TrainConfig, *, device="cpu", rank: int = 0, world_size: in
 def batch_for_step(state: TrainState, step: int):
     """This rank's slice of the global batch of `step`: (x0, labels, t, noise)."""
     cfg, n = state.cfg, state.cfg.batch_size
+    state.loss.at_step(step, cfg.steps)  # a curriculum weighting follows training progress
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     idx = torch.randint(0, len(state.data), (n,), generator=g)
     t = state.loss.sample_t(n, generator=g)
