@@ -101,6 +101,11 @@ def _q(**params: Any) -> str:
     return ("?" + urlencode(p)) if p else ""
 
 
+def cell_text(c: dict) -> str:
+    """`mean ± std`; a single seed has no spread to show, so it reads `mean ± –`."""
+    return f"{fmt(c['mean'])} ± {fmt(c['std']) if c['n'] > 1 else '–'}"
+
+
 def fmt(x: float) -> str:
     """How a mean or std is shown (the browser test formats the API's numbers the same way)."""
     return f"{x:.4g}"
@@ -152,7 +157,7 @@ def _table_html(key, rows, columns, *, multi_setup: bool) -> str:
             tds.append(
                 f"<td class='{'best' if c['best'] else ''}' data-weighting='{escape(col)}' data-mean='{c['mean']!r}' "
                 f"data-std='{c['std']!r}' data-n='{c['n']}'><a class='v' href='/runs/{escape(c['run_ids'][0])}'>"
-                f"{fmt(c['mean'])} ± {fmt(c['std'])}</a> <span class='muted'>(n={c['n']})</span>"
+                f"{cell_text(c)}</a> <span class='muted'>(n={c['n']})</span>"
                 f"<span class='seeds'>{seeds}</span></td>")
         body.append(f"<tr data-t='{r['num_steps']}'><td class='t'>{r['num_steps']}</td>{''.join(tds)}</tr>")
     setup = f", setup {escape(chash[:10])}" if multi_setup else ""

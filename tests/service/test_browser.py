@@ -79,7 +79,7 @@ def test_leaderboard_page_in_chromium(session_factory, settings, fake_executor, 
     assert len(expected) == 18 and set(parsed.cells) == set(expected)
     for key, (c, best) in expected.items():
         got = parsed.cells[key]
-        assert got["text"] == f"{web.fmt(c['mean'])} ± {web.fmt(c['std'])}", key
+        assert got["text"] == web.cell_text(c), key
         assert got["mean"] == pytest.approx(c["mean"]) and got["n"] == c["n"] and got["best"] == best
     assert any(src.startswith("/leaderboard/plot.png") for src in parsed.imgs)
     assert shot.stat().st_size > 20_000 and shot.read_bytes()[:4] == b"\x89PNG"

@@ -47,7 +47,7 @@ def test_leaderboard_tables_match_the_api(client, auth, done):
     for row in lb["rows"]:
         assert row["num_steps"] in STEPS and {w.split("(")[0] for w in row["cells"]} == set(WEIGHTINGS)
         for w, c in row["cells"].items():
-            assert f"{web.fmt(c['mean'])} ± {web.fmt(c['std'])}" in page and c["n"] == 2
+            assert f"{web.fmt(c['mean'])} ± {web.fmt(c['std'])}" in page and c["n"] == 2 and web.cell_text(c) in page
             for rid in c["run_ids"]:
                 assert f"href='/runs/{rid}'" in page
         assert row["best"] == "constant"
