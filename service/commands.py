@@ -280,7 +280,8 @@ def leaderboard(
             cells = []
             for col in lb["columns"]:
                 c = row["cells"].get(col)
-                text = "" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({c['n']})"
+                spread = f"{c['std']:.3f}" if c and c["n"] > 1 else "–"
+                text = "" if c is None else f"{c['mean']:.3f} ± {spread} ({c['n']})"
                 cells.append(f"[bold green]{text}[/bold green]" if c and c["best"] else text)
             table.add_row(row["dataset"], str(row["num_steps"]), row["metric"], row["sampler"], *cells)
         console().print(table)
