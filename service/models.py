@@ -61,6 +61,9 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("experiment_id", "index", name="uq_runs_experiment_index"),
         Index("ix_runs_status", "status"),
+        # an index, not a constraint: SQLite adds it without rebuilding `runs` (whose rebuild would
+        # cascade-delete attempts, metrics and results); NULLs (plain experiments) never collide
+        Index("uq_runs_experiment_sweep_trial", "experiment_id", "sweep_trial", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("run"))
@@ -82,6 +85,7 @@ class Run(Base):
     latest_metrics: Mapped[dict[str, Any] | None]
     usage: Mapped[dict[str, Any] | None]  # device, workers, wall_s, device_hours of the training
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    sweep_trial: Mapped[str | None] = mapped_column(String(100))  # Ray Tune trial id of a sweep's run
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -141,6 +145,26 @@ class Result(Base):
     extractor: Mapped[str | None] = mapped_column(String(100))
     extra: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Sweep(Base):
+    """A Ray Tune search over an experiment spec. Its trials are the runs of `experiment_id`
+    (one per Tune trial, `runs.sweep_trial`), so runs, leaderboard, pages and cancel are shared."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("swp"))
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), unique=True)
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|succeeded|failed|cancelled
+    max_concurrent_trials: Mapped[int | None]  # in force: the request, capped to what the cluster fits
+    best: Mapped[dict[str, Any] | None]  # trial_id, run_id, config, value, train_step
+    message: Mapped[str | None] = mapped_column(Text)  # notes for the user (e.g. a capped concurrency)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    experiment: Mapped[Experiment] = relationship()
 
 
 class ApiToken(Base):
