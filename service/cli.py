@@ -15,6 +15,9 @@ def _register() -> None:
     from service import commands as service_commands
 
     service_commands.register(app)
+    from service import study
+
+    study.register(app)
     from trainer import cli as trainer_cli
 
     trainer_cli.register(app)

@@ -1,0 +1,526 @@
+"""Reproduction studies run through snrlab itself.
+
+A study file (studies/reproduction.yaml) names experiment specs and the claims to check.
+`snrlab study submit FILE` posts the specs (idempotently: resubmitting returns the same
+experiments); `snrlab report --study FILE` rebuilds the whole report, tables, figures and
+verdicts, from the service's leaderboard and run artifacts. Nothing in a report is typed by hand.
+
+Verdicts compare two cells (mean, std over n seeds): a difference beyond two standard errors
+(sqrt(s_a^2/n_a + s_b^2/n_b)) counts as better or worse, anything inside is a tie; one seed
+gives no verdict. The rule is fixed here, before any result is seen, and the same for every claim.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
+# ---------------------------------------------------------------- study file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Section(_Strict):
+    id: str = Field(min_length=1, max_length=20)
+    kind: Literal["training_length", "hybrid", "colour_shift", "bias_analysis", "variants"]
+    title: str
+    claim: str = Field(description="what the paper (or the issue) says, in one sentence")
+    experiment: str
+    metric: str | None = None
+    baseline: str = "constant"
+    method: str = "debias"
+    compare_to: str | None = Field(default=None, description="hybrid: the experiment trained without learn_sigma")
+    weightings: list[str] = Field(default_factory=list)
+
+
+class Study(_Strict):
+    name: str
+    title: str
+    description: str = ""
+    budget: str = ""
+    experiments: dict[str, str] = Field(min_length=1, description="key -> experiment spec file, relative to the study file")
+    sections: list[Section]
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[Study, dict[str, dict]]:
+        import yaml
+
+        study = cls.model_validate(yaml.safe_load(path.read_text()))
+        specs = {key: yaml.safe_load((path.parent / rel).read_text()) for key, rel in study.experiments.items()}
+        for s in study.sections:
+            for key in filter(None, (s.experiment, s.compare_to)):
+                if key not in specs:
+                    raise ValueError(f"section {s.id}: unknown experiment {key!r}; the study has {', '.join(specs)}")
+        return study, specs
+
+
+# ---------------------------------------------------------------- data from the service
+
+
+class Source:
+    """Reads what the report needs through the API (SNRLAB_URL, SNRLAB_TOKEN), or any client
+    with the same `get(path, params)` (tests pass the FastAPI TestClient)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def _get(self, path: str, **params) -> Any:
+        r = self.client.get(path, params=params)
+        if r.status_code >= 400:
+            raise RuntimeError(f"GET {path}: HTTP {r.status_code}: {r.text[:300]}")
+        return r.json() if "json" in r.headers.get("content-type", "") else r.content
+
+    def experiment_for(self, spec: dict) -> dict | None:
+        """The newest experiment with this spec (same name and canonical hash); succeeded first."""
+        from service.schemas import ExperimentSpec
+
+        wanted = ExperimentSpec.model_validate(spec).canonical_hash()
+        found = []
+        offset = 0
+        while True:
+            page = self._get("/experiments", limit=200, offset=offset)
+            for item in page["items"]:
+                if item["name"] == spec["name"]:
+                    exp = self._get(f"/experiments/{item['id']}")
+                    if exp["spec_hash"] == wanted:
+                        found.append(exp)
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                break
+        found.sort(key=lambda e: (e["status"] == "succeeded", e["created_at"]), reverse=True)
+        return found[0] if found else None
+
+    def leaderboard(self, experiment_id: str) -> dict:
+        return self._get("/leaderboard", experiment=experiment_id, train_steps="all")
+
+    def analyses(self, run_id: str) -> dict | None:
+        try:
+            body = self._get(f"/runs/{run_id}/artifacts/analyses.json")
+        except RuntimeError:
+            return None
+        return json.loads(body) if isinstance(body, bytes) else body
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, c: dict) -> Cell:
+        return cls(c["mean"], c["std"], c["n"])
+
+    def text(self, digits: int = 1) -> str:
+        spread = f"{self.std:.{digits}f}" if self.n > 1 else "–"
+        return f"{self.mean:.{digits}f} ± {spread}"
+
+
+def compare(a: Cell | None, b: Cell | None, lower_is_better: bool = True) -> str:
+    """'better' / 'worse' (a against b, beyond 2 standard errors), 'tie', or 'n/a'."""
+    if a is None or b is None or a.n < 2 or b.n < 2:
+        return "n/a"
+    se = math.sqrt(a.std**2 / a.n + b.std**2 / b.n)
+    diff = (a.mean - b.mean) * (1 if lower_is_better else -1)
+    if diff < -2 * se:
+        return "better"
+    if diff > 2 * se:
+        return "worse"
+    return "tie"
+
+
+SYMBOL = {"better": "**better**", "worse": "worse", "tie": "tie", "n/a": "n/a"}
+
+
+def grid(lb: dict, metric: str, sampler: str | None = None) -> dict[tuple[int, int], dict[str, Cell]]:
+    """{(train_step, T): {weighting: Cell}} for one metric of a leaderboard."""
+    out: dict[tuple[int, int], dict[str, Cell]] = defaultdict(dict)
+    for row in lb["rows"]:
+        if row["metric"] != metric or (sampler and row["sampler"] != sampler):
+            continue
+        for w, c in row["cells"].items():
+            out[(row["train_step"], row["num_steps"])][w] = Cell.of(c)
+    return dict(out)
+
+
+def caption(lb: dict, metric: str) -> str:
+    for row in lb["rows"]:
+        if row["metric"] == metric:
+            c = next(iter(row["cells"].values()))
+            ns = sorted({cell["n"] for r in lb["rows"] if r["metric"] == metric for cell in r["cells"].values()})
+            return (f"{metric}, sampler {row['sampler']}, num_gen {c['num_gen']}, extractor {c['extractor']}, "
+                    f"mean ± std over n={'/'.join(map(str, ns))} seeds")
+    return metric
+
+
+def wall_time(exp: dict) -> str:
+    if not exp.get("finished_at"):
+        return "–"
+    seconds = (datetime.fromisoformat(exp["finished_at"]) - datetime.fromisoformat(exp["created_at"])).total_seconds()
+    return f"{seconds / 60:.0f} min"
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_vs_training(cells: dict[tuple[int, int], dict[str, Cell]], metric: str, path: Path, title: str) -> None:
+    """The paper's Fig. 7a: metric against training steps, one line per weighting, a panel per T."""
+    plt = _plt()
+    ts = sorted({t for _, t in cells})
+    weightings = sorted({w for row in cells.values() for w in row})
+    fig, axes = plt.subplots(1, len(ts), figsize=(3.2 * len(ts), 3.2), squeeze=False)
+    for ax, T in zip(axes[0], ts):
+        for w in weightings:
+            pts = sorted((s, c[w]) for (s, t), c in cells.items() if t == T and w in c)
+            if not pts:
+                continue
+            ax.errorbar([s for s, _ in pts], [c.mean for _, c in pts], yerr=[c.std for _, c in pts], label=w,
+                        marker="o", ms=3, capsize=2, lw=2.2 if w in ("constant", "debias") else 1.1)
+        ax.set_title(f"T = {T}"), ax.set_xlabel("training steps"), ax.set_xscale("log")
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(title, fontsize=10), fig.tight_layout()
+    fig.savefig(path, dpi=90), plt.close(fig)
+
+
+def figure_vs_T(cells: dict[str, dict[int, Cell]], metric: str, path: Path, title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for w, by_t in sorted(cells.items()):
+        ts = sorted(by_t)
+        ax.errorbar(ts, [by_t[t].mean for t in ts], yerr=[by_t[t].std for t in ts], label=w, marker="o", ms=3, capsize=2)
+    ax.set_xscale("log"), ax.set_xlabel("sampling steps T"), ax.set_ylabel(metric), ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(path, dpi=90), plt.close(fig)
+
+
+def figure_mse_vs_t(curves: dict[str, dict], path: Path) -> None:
+    """Fig. 4: MSE(eps_hat, eps) per weighting (mean over seeds) against the Initial curve."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    initial = None
+    for w, c in sorted(curves.items()):
+        ax.plot(c["t"], c["mse_model"], label=w)
+        initial = c
+    if initial is not None:
+        ax.plot(initial["t"], initial["mse_initial"], label="Initial: MSE(x_t, eps)", color="black", ls="--")
+    ax.set_xlabel("t"), ax.set_ylabel("MSE"), ax.set_yscale("log"), ax.legend(fontsize=7)
+    fig.tight_layout(), fig.savefig(path, dpi=90), plt.close(fig)
+
+
+# ---------------------------------------------------------------- the report
+
+
+class Report:
+    def __init__(self, study: Study, specs: dict[str, dict], source: Source, figures_dir: Path, figures_link: str):
+        self.study, self.specs, self.source = study, specs, source
+        self.figures_dir, self.figures_link = figures_dir, figures_link.rstrip("/")
+        self.out: list[str] = []
+        self.verdicts: list[tuple[str, str, str]] = []
+        self.exps: dict[str, dict | None] = {k: source.experiment_for(spec) for k, spec in specs.items()}
+        self.boards = {k: source.leaderboard(e["id"]) for k, e in self.exps.items() if e is not None}
+
+    def p(self, *lines: str) -> None:
+        self.out.extend(lines)
+
+    def fig(self, name: str) -> tuple[Path, str]:
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        return self.figures_dir / name, f"{self.figures_link}/{name}"
+
+    def verdict(self, section: Section, verdict: str, reason: str) -> None:
+        self.verdicts.append((f"{section.id}: {section.title}", verdict, reason))
+        self.p(f"**Verdict: {verdict}.** {reason}", "")
+
+    def render(self) -> str:
+        s = self.study
+        self.p(f"# {s.title}", "", "<!-- generated by `snrlab report --study ...`; do not edit by hand -->", "")
+        if s.description:
+            self.p(s.description.strip(), "")
+        if s.budget:
+            self.p(f"**Budget.** {s.budget.strip()}", "")
+        self.p("## Experiments", "", "| key | experiment | status | runs | wall time | spec |", "|---|---|---|---|---|---|")
+        for key, exp in self.exps.items():
+            spec_file = self.study.experiments[key]
+            if exp is None:
+                self.p(f"| {key} | not submitted | – | – | – | `studies/{spec_file}` |")
+            else:
+                self.p(f"| {key} | `{exp['id']}` | {exp['status']} | {len(exp['run_ids'])} | {wall_time(exp)} | `studies/{spec_file}` |")
+        self.p("", "Comparisons: a difference beyond two standard errors of the seed means counts as better or worse; "
+                   "inside it, a tie. Lower is better for every metric here.", "")
+        body_start = len(self.out)
+        for section in s.sections:
+            self.p(f"## {section.id}. {section.title}", "", f"*Claim:* {section.claim}", "")
+            board = self.boards.get(section.experiment)
+            if board is None or not board["rows"]:
+                self.verdict(section, "inconclusive", f"experiment {section.experiment} has no results yet.")
+                continue
+            getattr(self, f"_{section.kind}")(section, board)
+        summary = ["## Summary", "", "| claim | verdict | why |", "|---|---|---|"]
+        summary += [f"| {title} | **{v}** | {reason} |" for title, v, reason in self.verdicts]
+        self.out[body_start:body_start] = summary + [""]
+        return "\n".join(self.out).rstrip() + "\n"
+
+    # ------------------------------------------------------------ sections
+    def _table(self, cells: dict[tuple[int, int], dict[str, Cell]], weightings: list[str], key_name: str,
+               keys: list[tuple[int, int]], label) -> None:
+        self.p("| " + key_name + " | " + " | ".join(weightings) + " |", "|---" * (len(weightings) + 1) + "|")
+        for k in keys:
+            row = cells.get(k, {})
+            present = {w: c for w, c in row.items() if w in weightings}
+            best = min(present, key=lambda w: present[w].mean) if present else None
+            texts = [("**" + row[w].text() + "**" if w == best else row[w].text()) if w in row else "–" for w in weightings]
+            self.p(f"| {label(k)} | " + " | ".join(texts) + " |")
+        self.p("")
+
+    def _training_length(self, section: Section, board: dict) -> None:
+        metric = section.metric or board["rows"][0]["metric"]
+        cells = grid(board, metric)
+        steps = sorted({s for s, _ in cells})
+        ts = sorted({t for _, t in cells})
+        weightings = [w for w in board["columns"]]
+        path, link = self.fig(f"{self.study.name}_{section.id}_vs_training.png")
+        figure_vs_training(cells, metric, path, f"{metric} against training steps ({caption(board, metric)})")
+        self.p(f"![{metric} against training steps]({link})", "", f"Final checkpoint ({steps[-1]} steps); {caption(board, metric)}:", "")
+        self._table(cells, weightings, "T", [(steps[-1], t) for t in ts], lambda k: str(k[1]))
+        self.p(f"{section.method} against {section.baseline}, per training step (rows) and T (columns):", "",
+               "| steps | " + " | ".join(f"T={t}" for t in ts) + " |", "|---" * (len(ts) + 1) + "|")
+        outcome: dict[int, list[str]] = {}
+        for s in steps:
+            outcome[s] = [compare(cells.get((s, t), {}).get(section.method), cells.get((s, t), {}).get(section.baseline)) for t in ts]
+            self.p(f"| {s} | " + " | ".join(SYMBOL[o] for o in outcome[s]) + " |")
+        self.p("")
+        final = outcome[steps[-1]]
+        overtakes = [s for s in steps if outcome[s].count("better") > len(ts) / 2 and "worse" not in outcome[s]]
+        if "n/a" in final:
+            self.verdict(section, "inconclusive", "fewer than two seeds per cell.")
+        elif final.count("better") > len(ts) / 2 and "worse" not in final:
+            self.verdict(section, "reproduced", f"at {steps[-1]} steps {section.method} beats {section.baseline} at "
+                                                f"{final.count('better')} of {len(ts)} T and is never worse; it first does so at {overtakes[0]} steps.")
+        elif final.count("worse") > len(ts) / 2:
+            when = f"; it overtakes at {overtakes[0]} steps only" if overtakes else "; at no evaluated training length does it overtake"
+            self.verdict(section, "not reproduced", f"at {steps[-1]} steps {section.method} is worse than {section.baseline} at "
+                                                    f"{final.count('worse')} of {len(ts)} T{when} (up to {steps[-1]} steps of a tiny UNet, "
+                                                    "far short of the paper's 500k).")
+        else:
+            self.verdict(section, "inconclusive", f"at {steps[-1]} steps: {final.count('better')} better, {final.count('worse')} worse, "
+                                                  f"{final.count('tie')} ties of {len(ts)} T.")
+
+    def _hybrid(self, section: Section, board: dict) -> None:
+        metric = section.metric or board["rows"][0]["metric"]
+        hyb = grid(board, metric)
+        plain = grid(self.boards.get(section.compare_to, {"rows": []}), metric)
+        final = max(s for s, _ in hyb)
+        ts = sorted({t for s, t in hyb if s == final})
+        weightings = [w for w in board["columns"]]
+        self.p(f"Hybrid (`learn_sigma`, unweighted VB term), {final} steps; {caption(board, metric)}:", "")
+        self._table(hyb, weightings, "T", [(final, t) for t in ts], lambda k: str(k[1]))
+        rows = []
+        for t in ts:
+            h = compare(hyb.get((final, t), {}).get(section.method), hyb.get((final, t), {}).get(section.baseline))
+            p = compare(plain.get((final, t), {}).get(section.method), plain.get((final, t), {}).get(section.baseline))
+            rescue = compare(hyb.get((final, t), {}).get(section.method), plain.get((final, t), {}).get(section.method))
+            rows.append((t, p, h, rescue))
+        self.p(f"| T | {section.method} vs {section.baseline}, plain ({section.compare_to}) | {section.method} vs "
+               f"{section.baseline}, hybrid | hybrid {section.method} vs plain {section.method} |", "|---|---|---|---|")
+        for t, p, h, r in rows:
+            self.p(f"| {t} | {SYMBOL[p]} | {SYMBOL[h]} | {SYMBOL[r]} |")
+        self.p("")
+        helped = sum(r == "better" for *_, r in rows)
+        if any("n/a" in row for row in rows):
+            self.verdict(section, "inconclusive", f"missing cells or a single seed (plain experiment {section.compare_to} needs the same steps and T).")
+        elif helped > len(ts) / 2 and sum(h == "worse" for _, _, h, _ in rows) < sum(p == "worse" for _, p, _, _ in rows):
+            self.verdict(section, "reproduced", f"the VB term improves {section.method} at {helped} of {len(ts)} T and narrows its gap to {section.baseline}.")
+        elif helped == 0:
+            self.verdict(section, "not reproduced", f"the VB term improves {section.method} at no T.")
+        else:
+            self.verdict(section, "inconclusive", f"the VB term improves {section.method} at {helped} of {len(ts)} T, without closing the gap to {section.baseline}.")
+
+    def _colour_shift(self, section: Section, board: dict) -> None:
+        metrics = [section.metric] if section.metric else sorted({r["metric"] for r in board["rows"]})
+        outcome = []
+        for metric in metrics:
+            cells = grid(board, metric)
+            final = max(s for s, _ in cells)
+            ts = sorted({t for s, t in cells if s == final})
+            weightings = [w for w in board["columns"]]
+            self.p(f"{caption(board, metric)}:", "")
+            self._table(cells, weightings, "T", [(final, t) for t in ts], lambda k: str(k[1]))
+            path, link = self.fig(f"{self.study.name}_{section.id}_{metric}.png")
+            figure_vs_T({w: {t: cells[(final, t)][w] for t in ts if w in cells[(final, t)]} for w in weightings}, metric, path,
+                        f"{metric} at few sampling steps")
+            self.p(f"![{metric} against T]({link})", "")
+            outcome += [compare(cells[(final, t)].get(section.method), cells[(final, t)].get(section.baseline)) for t in ts]
+        b, w = outcome.count("better"), outcome.count("worse")
+        if "n/a" in outcome:
+            self.verdict(section, "inconclusive", "missing cells or a single seed.")
+        elif b > len(outcome) / 2 and w == 0:
+            self.verdict(section, "reproduced", f"{section.method} shifts colour less than {section.baseline} in {b} of {len(outcome)} (metric, T) cells, never more.")
+        elif w > len(outcome) / 2:
+            self.verdict(section, "not reproduced", f"{section.method} shifts colour more than {section.baseline} in {w} of {len(outcome)} (metric, T) cells.")
+        else:
+            self.verdict(section, "inconclusive", f"{b} better, {w} worse, {len(outcome) - b - w} ties over {len(outcome)} (metric, T) cells.")
+
+    def _bias_analysis(self, section: Section, board: dict) -> None:
+        exp = self.exps[section.experiment]
+        weightings = section.weightings or [section.baseline, section.method]
+        per_w: dict[str, list[dict]] = defaultdict(list)
+        for run in exp["runs"]:
+            if run["weighting"] in weightings and run["status"] == "succeeded":
+                a = self.source.analyses(run["id"])
+                if a:
+                    per_w[run["weighting"]].append(a)
+        if not all(per_w.get(w) for w in weightings):
+            self.verdict(section, "inconclusive", f"no analyses.json for {', '.join(w for w in weightings if not per_w.get(w))}.")
+            return
+        curves, worse, one_step = {}, {}, {}
+        for w, items in per_w.items():
+            ts = items[0]["mse_vs_t"]["t"]
+            mean = lambda key: [sum(a["mse_vs_t"][key][i] for a in items) / len(items) for i in range(len(ts))]  # noqa: E731
+            curves[w] = {"t": ts, "mse_model": mean("mse_model"), "mse_initial": mean("mse_initial")}
+            worse[w] = [t for t, m, i in zip(ts, curves[w]["mse_model"], curves[w]["mse_initial"]) if m > i]
+            steps = items[0]["one_step_estimation"]["per_t"]
+            one_step[w] = {t: sum(a["one_step_estimation"]["per_t"][t]["mse_x0"] for a in items) / len(items) for t in steps}
+        path, link = self.fig(f"{self.study.name}_{section.id}_mse_vs_t.png")
+        figure_mse_vs_t(curves, path)
+        n = min(len(v) for v in per_w.values())
+        self.p(f"MSE of the eps prediction against t, mean over {n} seeds, beside Initial (x_t taken as the prediction) "
+               f"— the paper's Fig. 4:", "", f"![MSE against t]({link})", "")
+        self.p("| weighting | t where worse than Initial | share of evaluated t |", "|---|---|---|")
+        for w in weightings:
+            ts = curves[w]["t"]
+            span = f"{min(worse[w])}–{max(worse[w])}" if worse[w] else "none"
+            self.p(f"| {w} | {span} | {len(worse[w])}/{len(ts)} |")
+        ts_one = sorted(one_step[weightings[0]], key=int, reverse=True)
+        self.p("", "One-step estimate x0_hat from x_t (Fig. 3), MSE(x0_hat, x0), mean over seeds:", "",
+               "| weighting | " + " | ".join(f"t={t}" for t in ts_one) + " |", "|---" * (len(ts_one) + 1) + "|")
+        for w in weightings:
+            self.p(f"| {w} | " + " | ".join(f"{one_step[w][t]:.3f}" for t in ts_one) + " |")
+        for w in weightings:
+            run = next(r for r in exp["runs"] if r["weighting"] == w and r["status"] == "succeeded")
+            data = self.source._get(f"/runs/{run['id']}/artifacts/one_step_estimation.png")
+            p, link = self.fig(f"{self.study.name}_{section.id}_one_step_{w}.png")
+            p.write_bytes(data)
+            self.p("", f"{w} (run `{run['id']}`, seed {run['seed']}): columns x0, then (x_t, x0_hat) for t = "
+                       f"{', '.join(ts_one)}", "", f"![one-step estimates, {w}]({link})")
+        self.p("")
+        base, meth = section.baseline, section.method
+        top = ts_one[0]
+        fewer = len(worse[meth]) < len(worse[base])
+        better_top = one_step[meth][top] < one_step[base][top]
+        if fewer and better_top:
+            self.verdict(section, "reproduced", f"{meth} is worse than Initial at {len(worse[meth])} evaluated t against "
+                                                f"{len(worse[base])} for {base}, and its one-step x0 error at t={top} is "
+                                                f"{one_step[meth][top]:.2f} against {one_step[base][top]:.2f}.")
+        elif not fewer and not better_top:
+            self.verdict(section, "not reproduced", f"{meth} is worse than Initial at {len(worse[meth])} t against {len(worse[base])} "
+                                                    f"for {base}; one-step x0 error at t={top}: {one_step[meth][top]:.2f} against {one_step[base][top]:.2f}.")
+        else:
+            self.verdict(section, "inconclusive", f"worse-than-Initial t: {len(worse[meth])} ({meth}) against {len(worse[base])} ({base}); "
+                                                  f"one-step x0 error at t={top}: {one_step[meth][top]:.2f} against {one_step[base][top]:.2f}.")
+
+    def _variants(self, section: Section, board: dict) -> None:
+        metric = section.metric or board["rows"][0]["metric"]
+        cells = grid(board, metric)
+        keys = sorted(cells)
+        base = section.baseline
+        self.p(f"Goal: never worse than {base} at any (training steps, T) cell, better in at least one; "
+               f"{caption(board, metric)}.", "", "| weighting | better | tie | worse | n/a | meets the goal |", "|---|---|---|---|---|---|")
+        winners = []
+        for w in section.weightings:
+            o = [compare(cells[k].get(w), cells[k].get(base)) for k in keys]
+            ok = o.count("worse") == 0 and o.count("better") > 0 and o.count("n/a") == 0
+            winners += [w] if ok else []
+            self.p(f"| {w} | {o.count('better')} | {o.count('tie')} | {o.count('worse')} | {o.count('n/a')} | {'yes' if ok else 'no'} |")
+        self.p("")
+        if winners:
+            self.verdict(section, "goal met", f"{', '.join(winners)} never lose to {base} in {len(keys)} cells and win some.")
+        else:
+            self.verdict(section, "goal not met", f"every variant loses to {base} in at least one of {len(keys)} cells (or wins none).")
+
+
+# ---------------------------------------------------------------- commands
+
+study_app = typer.Typer(help="Reproduction studies: submit their experiments; `snrlab report` writes the report.",
+                        no_args_is_help=True)
+
+
+@study_app.command("submit")
+def submit(study_file: Path = typer.Argument(..., exists=True, dir_okay=False),
+           wait: bool = typer.Option(False, "--wait", help="follow every experiment until it finishes")) -> None:
+    """Post every experiment of the study; resubmitting returns the same experiments (idempotency keys)."""
+    from service import commands
+
+    def go():
+        try:
+            study, specs = Study.load(study_file)
+        except (ValueError, OSError) as e:
+            raise commands.ApiError(f"{study_file}: {e}") from None
+        ids = {}
+        for key, spec in specs.items():
+            from service.schemas import ExperimentSpec
+
+            digest = ExperimentSpec.model_validate(spec).canonical_hash()[:32]
+            exp = commands._call("POST", "/experiments", json=spec, headers={"Idempotency-Key": f"study-{study.name}-{key}-{digest}"})
+            ids[key] = exp["id"]
+            commands.console().print(f"{key}: experiment [bold]{exp['id']}[/bold] ({spec['name']}, {len(exp['run_ids'])} runs)")
+        if wait:
+            for key, exp_id in ids.items():
+                commands._wait(exp_id, 5.0)
+        print(json.dumps(ids))
+
+    commands._run_cli(go)
+
+
+def report(study_file: Path = typer.Option(..., "--study", exists=True, dir_okay=False, help="e.g. studies/reproduction.yaml"),
+           out: Optional[Path] = typer.Option(None, "--out", help="write the markdown here (default: stdout)"),
+           figures: Optional[Path] = typer.Option(None, "--figures", help="directory for the figures (default: next to --out, figures/)")) -> None:
+    """Regenerate a study's report (markdown, figures, verdicts) from the leaderboard and run artifacts."""
+    from service import commands
+
+    def go():
+        try:
+            _report(study_file, out, figures)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise commands.ApiError(str(e)) from None
+
+    def _report(study_file, out, figures):
+        study, specs = Study.load(study_file)
+        fig_dir = figures or ((out.parent if out else Path("docs")) / "figures")
+        link = str(fig_dir.relative_to(out.parent)) if out and fig_dir.is_relative_to(out.parent) else str(fig_dir)
+        with commands._client() as client:
+            text = Report(study, specs, Source(client), fig_dir, link).render()
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        text = text.replace("<!-- generated by", f"<!-- {stamp}; generated by", 1)
+        if out:
+            out.write_text(text)
+            commands.console().print(f"wrote {out} and figures under {fig_dir}")
+        else:
+            sys.stdout.write(text)
+
+    commands._run_cli(go)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")
+    app.command("report")(report)
