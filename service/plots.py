@@ -49,6 +49,32 @@ def metric_vs_steps(rows: Sequence[Mapping], columns: Sequence[str], *, metric: 
     return _png(fig)
 
 
+def metric_vs_training(rows: Sequence[Mapping], columns: Sequence[str], *, metric: str, title: str) -> bytes:
+    """The paper's Fig. 7a: metric vs training steps (the checkpoints of `evaluation.at_steps` and
+    the final one), one panel per sampling budget T, one line per weighting, error bars = std over
+    seeds. `rows` are leaderboard rows of one metric with `train_step` (train_steps=all)."""
+    ts = sorted({r["num_steps"] for r in rows}) or [0]
+    fig = _figure(3.0 * len(ts) + 0.6, 3.0)
+    for i, T in enumerate(ts):
+        ax = fig.add_subplot(1, len(ts), i + 1)
+        for w in columns:
+            pts = sorted((r["train_step"], r["cells"][w]) for r in rows if r["num_steps"] == T and w in r["cells"])
+            if pts:
+                ax.errorbar([s for s, _ in pts], [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts],
+                            marker="o", ms=3, capsize=2, label=w, lw=1.2)
+        ax.set_xscale("log")
+        ax.set_title(f"T = {T}", fontsize=9)
+        ax.set_xlabel("training steps", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, which="both")
+        if i == 0:
+            ax.set_ylabel(metric, fontsize=8)
+    if columns and rows:
+        fig.axes[-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
 def loss_by_quartile(series: Mapping[str, Iterable[Mapping]], *, title: str = "") -> bytes:
     """Training MSE by timestep quartile (mse_q0..mse_q3) vs step; one panel per series
     (a run, or a weighting). Each series is a list of metrics points {step, values}."""

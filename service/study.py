@@ -185,26 +185,6 @@ def _plt():
     return plt
 
 
-def figure_vs_training(cells: dict[tuple[int, int], dict[str, Cell]], metric: str, path: Path, title: str) -> None:
-    """The paper's Fig. 7a: metric against training steps, one line per weighting, a panel per T."""
-    plt = _plt()
-    ts = sorted({t for _, t in cells})
-    weightings = sorted({w for row in cells.values() for w in row})
-    fig, axes = plt.subplots(1, len(ts), figsize=(3.2 * len(ts), 3.2), squeeze=False)
-    for ax, T in zip(axes[0], ts):
-        for w in weightings:
-            pts = sorted((s, c[w]) for (s, t), c in cells.items() if t == T and w in c)
-            if not pts:
-                continue
-            ax.errorbar([s for s, _ in pts], [c.mean for _, c in pts], yerr=[c.std for _, c in pts], label=w,
-                        marker="o", ms=3, capsize=2, lw=2.2 if w in ("constant", "debias") else 1.1)
-        ax.set_title(f"T = {T}"), ax.set_xlabel("training steps"), ax.set_xscale("log")
-    axes[0][0].set_ylabel(metric)
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle(title, fontsize=10), fig.tight_layout()
-    fig.savefig(path, dpi=90), plt.close(fig)
-
-
 def figure_vs_T(cells: dict[str, dict[int, Cell]], metric: str, path: Path, title: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -287,9 +267,8 @@ class Report:
         self.p("| " + key_name + " | " + " | ".join(weightings) + " |", "|---" * (len(weightings) + 1) + "|")
         for k in keys:
             row = cells.get(k, {})
-            present = {w: c for w, c in row.items() if w in weightings}
-            best = min(present, key=lambda w: present[w].mean) if present else None
-            texts = [("**" + row[w].text() + "**" if w == best else row[w].text()) if w in row else "–" for w in weightings]
+            best = min((c.mean for w, c in row.items() if w in weightings), default=None)
+            texts = [("**" + row[w].text() + "**" if row[w].mean == best else row[w].text()) if w in row else "–" for w in weightings]
             self.p(f"| {label(k)} | " + " | ".join(texts) + " |")
         self.p("")
 
@@ -299,8 +278,11 @@ class Report:
         steps = sorted({s for s, _ in cells})
         ts = sorted({t for _, t in cells})
         weightings = [w for w in board["columns"]]
+        from service.plots import metric_vs_training
+
         path, link = self.fig(f"{self.study.name}_{section.id}_vs_training.png")
-        figure_vs_training(cells, metric, path, f"{metric} against training steps ({caption(board, metric)})")
+        path.write_bytes(metric_vs_training([r for r in board["rows"] if r["metric"] == metric], board["columns"],
+                                            metric=metric, title=f"{metric} against training steps"))
         self.p(f"![{metric} against training steps]({link})", "", f"Final checkpoint ({steps[-1]} steps); {caption(board, metric)}:", "")
         self._table(cells, weightings, "T", [(steps[-1], t) for t in ts], lambda k: str(k[1]))
         self.p(f"{section.method} against {section.baseline}, per training step (rows) and T (columns):", "",

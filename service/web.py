@@ -112,11 +112,11 @@ def fmt(x: float) -> str:
 
 
 # ---------------------------------------------------------------- leaderboard data
-def board(session, *, dataset=None, metric=None, sampler=None, experiment=None) -> dict[str, Any]:
+def board(session, *, dataset=None, metric=None, sampler=None, experiment=None, train_steps="final") -> dict[str, Any]:
     """The leaderboard as the page shows it: the API's rows, with each row's best cell chosen by
     its own metric's direction (the API uses the filtered metric's)."""
     lb = crud.leaderboard(session, dataset=dataset, metric=metric, sampler=sampler, experiment_id=experiment,
-                          lower_is_better=registry.lower_is_better(metric)).model_dump(mode="json")
+                          lower_is_better=registry.lower_is_better(metric), train_steps=train_steps).model_dump(mode="json")
     for row in lb["rows"]:
         lower = registry.lower_is_better(row["metric"])
         for c in row["cells"].values():
@@ -329,10 +329,31 @@ def experiment_page(experiment_id: str, request: Request, session: SessionDep, t
             f"<a href='/leaderboard?experiment={exp.id}'>leaderboard of this experiment</a></p>{cancel}"
             f"<h2>Runs</h2><table><tr><th>run</th><th>dataset</th><th>weighting</th><th>seed</th><th>status</th><th>progress</th>"
             f"<th>error</th></tr>{''.join(runs)}</table>"
+            + _training_plots(exp) +
             f"<h2>Training loss by timestep quartile</h2><img src='/experiments/{exp.id}/loss.png' alt='loss by quartile'>"
             f"<h2>Spec</h2><pre>{escape(json.dumps(exp.spec, indent=2))}</pre>"
             f"<p class='muted'>spec hash {exp.spec_hash} · code {escape(exp.code_version)}</p>")
     return _html(request, token, f"Experiment {exp.id}", body)
+
+
+def _training_plots(exp) -> str:
+    """Fig. 7a per metric when the experiment scores intermediate checkpoints (evaluation.at_steps)."""
+    evaluation = exp.spec.get("evaluation", {})
+    if not evaluation.get("at_steps"):
+        return ""
+    imgs = "".join(f"<img class='plot' src='/experiments/{exp.id}/training.png{_q(metric=m)}' alt='{escape(m)} vs training steps'>"
+                   for m in evaluation.get("metrics", []))
+    return f"<h2>Metric against training steps</h2>{imgs}"
+
+
+@router.get("/experiments/{experiment_id}/training.png")
+def experiment_training_plot(experiment_id: str, session: SessionDep, token: WebReader, metric: Filter = None,
+                             sampler: Filter = None):
+    exp = crud.get_experiment(session, experiment_id=experiment_id)
+    lb = board(session, experiment=exp.id, metric=metric, sampler=sampler, train_steps="all")
+    rows = [r for r in lb["rows"] if metric in (None, r["metric"])]
+    png = plots.metric_vs_training(rows, lb["columns"], metric=metric or "metric", title=f"{exp.name} · {metric or 'all metrics'}")
+    return Response(png, media_type="image/png")
 
 
 def _points(session, run_id: str) -> list[dict]:

@@ -109,7 +109,7 @@ def test_report_is_built_from_the_leaderboard(client, auth, session_factory, set
 
     assert f"`{exp_a}` | succeeded | 9 |" in text
     # A: final table cells are the API's means and stds (T=5: constant 100+5+{0,1,2})
-    assert "| 5 | 106.0 ± 1.0 | **86.0 ± 1.0** | 86.0 ± 1.0 |" in text
+    assert "| 5 | 106.0 ± 1.0 | **86.0 ± 1.0** | **86.0 ± 1.0** |" in text  # ties are all bold
     assert re.search(r"\| 50 \| worse \| worse \|", text) and re.search(r"\| 100 \| \*\*better\*\* \| \*\*better\*\* \|", text)
     verdicts = dict((title.split(":")[0], (v, why)) for title, v, why in report.verdicts)
     assert verdicts["A"][0] == "reproduced" and "first does so at 100 steps" in verdicts["A"][1]

@@ -106,3 +106,40 @@ def test_demo_spec_is_valid(full):
     spec = ExperimentSpec.model_validate(demo_spec(full))
     assert [w.name for w in spec.weightings] == ["constant", "debias", "p2", "min_snr"]
     assert spec.evaluation.steps == [2, 5, 10, 20, 50, 100] and ("fid" in spec.evaluation.metrics) == full
+
+
+def test_experiment_page_plots_intermediate_checkpoints(client, auth, session_factory, make_spec):
+    """evaluation.at_steps: the experiment page shows the metric against training steps (Fig. 7a)."""
+    from service import crud
+    from service.db import session_scope
+    from service.lifecycle import RunStatus
+    from service.schemas import ExperimentSpec
+
+    spec = make_spec()
+    spec["evaluation"] = {**spec["evaluation"], "at_steps": [50]}
+    with session_scope(session_factory) as s:
+        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
+        for run in exp.runs:
+            crud.transition_run(s, run=run, to=RunStatus.TRAINING)
+            crud.record_results(s, run_id=run.id, results=[
+                {"train_step": step, "num_steps": t, "sampler": "ddpm", "metric": "fd_digits", "value": float(t + (step or 0))}
+                for step in (50, None) for t in spec["evaluation"]["steps"]])
+            crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+        exp_id = exp.id
+    page = client.get(f"/experiments/{exp_id}", headers=auth)
+    assert "Metric against training steps" in page.text and f"/experiments/{exp_id}/training.png?metric=fd_digits" in page.text
+    png = client.get(f"/experiments/{exp_id}/training.png", params={"metric": "fd_digits"}, headers=auth)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    # an experiment without at_steps has no such section
+    other = client.get(f"/experiments/{exp_id}".replace(exp_id, _plain(session_factory, make_spec)), headers=auth)
+    assert other.status_code == 200 and "Metric against training steps" not in other.text
+
+
+def _plain(session_factory, make_spec) -> str:
+    from service import crud
+    from service.db import session_scope
+    from service.schemas import ExperimentSpec
+
+    with session_scope(session_factory) as s:
+        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(make_spec(name="plain")), code_version="test")
+        return exp.id

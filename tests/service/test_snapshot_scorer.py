@@ -1,0 +1,79 @@
+"""The run actor's work (service.ray_runner.work) with intermediate checkpoints, without Ray:
+a stand-in trainer writes real snapshots of a tiny UNet; the real evaluator scores them in-process."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from service import ray_runner
+from trainer.checkpoint import save_snapshot
+from trainer.config import TrainConfig
+from trainer.models import build_unet
+
+CALLS: list[str] = []
+
+
+def fake_train(cfg: dict, *, storage_path: str, name: str, **_) -> dict:
+    """Writes the snapshots of cfg.snapshot_steps a little apart (training goes on meanwhile),
+    then the final checkpoint; records that it ran."""
+    cfg = TrainConfig.model_validate(cfg)
+    CALLS.append(name)
+    run_dir = Path(storage_path) / name
+    ema = build_unet(cfg.preset, in_channels=1, sample_size=16)
+    for step in cfg.snapshot_steps:
+        save_snapshot(run_dir, cfg=cfg, ema=ema, step=step)
+        time.sleep(0.5)
+    final = save_snapshot(run_dir / "final", cfg=cfg, ema=ema, step=cfg.steps)
+    return {"checkpoint_path": str(final)}
+
+
+def _job(tmp_path: Path, data_dir: Path) -> dict:
+    config = TrainConfig(preset="tiny", steps=40, snapshot_steps=[10, 20]).model_dump(mode="json")
+    return {"run_id": "run_scorer", "attempt": 1, "config": config, "storage_path": str(tmp_path / "runs"),
+            "evaluation": {"steps": [2], "samplers": ["ddpm"], "num_samples": 8, "metrics": ["fd_digits"], "analyses": False,
+                           "at_steps": [10, 20]},
+            "resources": {"workers_per_run": 0}, "data_dir": str(data_dir),
+            "train_fn": f"{__name__}:fake_train", "evaluate_fn": "service.evaluation:evaluate_run"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def test_snapshots_are_scored_with_their_step_and_never_twice(tmp_path, data_dir):
+    job, state = _job(tmp_path, data_dir), {}
+    CALLS.clear()
+    seen_partial = []
+    watcher = threading.Thread(target=lambda: [seen_partial.append(list(state.get("results") or [])) or time.sleep(0.05)
+                                               for _ in range(2000) if state.get("phase") != "succeeded"], daemon=True)
+    watcher.start()
+    ray_runner.work(job, state)
+    assert state["phase"] == "succeeded" and CALLS == ["run_scorer"]
+    rows = state["results"]
+    assert sorted(r["train_step"] for r in rows) == [10, 20, 40]
+    assert all(r["metric"] == "fd_digits" and r["num_steps"] == 2 and r["value"] > 0 for r in rows)
+    assert any(p and {r["train_step"] for r in p} <= {10, 20} for p in seen_partial)  # published before the end
+    run_dir = tmp_path / "runs" / "run_scorer"
+    assert sorted(p.name for p in run_dir.glob("results_step_*.json")) == ["results_step_00000010.json", "results_step_00000020.json"]
+
+    # a retry after the run finished: nothing is trained or scored again
+    again = {}
+    ray_runner.work(job, again)
+    assert again["results"] == rows and CALLS == ["run_scorer"]
+
+
+def test_a_resumed_attempt_scores_only_missing_snapshots(tmp_path, data_dir):
+    job = _job(tmp_path, data_dir)
+    run_dir = tmp_path / "runs" / "run_scorer"
+    run_dir.mkdir(parents=True)
+    kept = [{"train_step": 10, "num_steps": 2, "sampler": "ddpm", "metric": "fd_digits", "value": 123.0}]
+    (run_dir / "results_step_00000010.json").write_text(json.dumps({"results": kept}))
+    state = {}
+    ray_runner.work(job, state)
+    by_step = {r["train_step"]: r["value"] for r in state["results"]}
+    assert by_step[10] == 123.0 and set(by_step) == {10, 20, 40}
