@@ -9,11 +9,13 @@ from starlette.concurrency import run_in_threadpool
 
 from service import registry
 from service.api import errors, experiments, health, leaderboard, runs
+from service.api import sweeps as sweeps_api
 from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker, upgrade
 from service.dispatcher import Dispatcher
 from service.executor import Executor, build_executor
 from service.middleware import BodySizeLimit
+from service.sweeps import SweepManager
 from service.version import code_version
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,17 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
             await run_in_threadpool(dispatcher.start)
         app.state.dispatcher = dispatcher
         app.state.wake_dispatcher = dispatcher.wake if dispatcher else (lambda: None)
+        sweep_manager = None
+        if dispatcher is not None:  # sweeps: Tune picks points, the dispatcher runs them (service.sweeps)
+            sweep_manager = SweepManager(session_factory=app.state.session_factory, settings=settings,
+                                         executor=dispatcher.executor)
+            sweep_manager.start()
+        app.state.wake_sweeps = sweep_manager.wake if sweep_manager else (lambda: None)
         try:
             yield
         finally:
+            if sweep_manager is not None:
+                await run_in_threadpool(sweep_manager.stop)
             if dispatcher is not None:
                 await run_in_threadpool(dispatcher.stop)
                 dispatcher.executor.shutdown()
@@ -57,10 +67,12 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
     app.state.code_version = code_version()
     app.state.dispatcher = None
     app.state.wake_dispatcher = lambda: None
+    app.state.wake_sweeps = lambda: None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.register(app)
     for module in (experiments, runs, leaderboard, health):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(sweeps_api.router, prefix=API_PREFIX)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
     from service import web  # the pages (leaderboard, experiments, runs) beside the API
 

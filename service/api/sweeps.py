@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from service import sweeps
+from service.api.deps import ReaderDep, SessionDep, SettingsDep, WriterDep
+from service.api.errors import ERROR_RESPONSES
+from service.sweep_schemas import SweepList, SweepRead, SweepSpec, check_sweep
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=201, response_model=SweepRead)
+def create_sweep(spec: SweepSpec, request: Request, session: SessionDep, settings: SettingsDep, _: WriterDep):
+    """Validate every finite combination of the search space (422 naming the key at fault) and the
+    resources (422 if no trial's run could ever start; concurrency capped to what the cluster fits),
+    then queue the sweep. Its trials become runs of `experiment_id` as Ray Tune starts them."""
+    spec = check_sweep(spec, data_roots=settings.data_roots)
+    n, note = spec.max_concurrent_trials, None
+    dispatcher = request.app.state.dispatcher
+    if dispatcher is not None:  # else the sweep manager checks when it starts the sweep
+        capacity = dispatcher.executor.capacity(spec.base.resources.model_dump(mode="json"))
+        n, note = sweeps.concurrency(spec, capacity=capacity, max_concurrent_runs=settings.max_concurrent_runs)
+    sweep = sweeps.create_sweep(session, spec=spec, code_version=request.app.state.code_version,
+                                max_concurrent_trials=n, message=note)
+    session.commit()
+    request.app.state.wake_sweeps()
+    return sweeps.sweep_view(session, sweep)
+
+
+@router.get("", response_model=SweepList)
+def list_sweeps(
+    session: SessionDep, _: ReaderDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+):
+    rows, total = sweeps.list_sweeps(session, limit=limit, offset=offset)
+    return SweepList(items=[sweeps.summary_view(s) for s in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{sweep_id}", response_model=SweepRead)
+def get_sweep(sweep_id: str, session: SessionDep, _: ReaderDep):
+    """Status, every trial as a run (status, sampled config, latest metric value) and the best one."""
+    return sweeps.sweep_view(session, sweeps.get_sweep(session, sweep_id=sweep_id))
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepRead)
+def cancel_sweep(sweep_id: str, request: Request, session: SessionDep, _: WriterDep):
+    """Queued trial runs are cancelled at once, live ones within seconds; the Tune actor is stopped."""
+    sweep = sweeps.cancel_sweep(session, sweep_id=sweep_id)
+    session.commit()
+    request.app.state.wake_dispatcher()
+    request.app.state.wake_sweeps()
+    return sweeps.sweep_view(session, sweep)
