@@ -292,6 +292,59 @@ def leaderboard(
     _run_cli(go)
 
 
+def sweep(
+    spec: Path = typer.Argument(..., help="sweep spec, YAML or JSON: base, search_space, search, scheduler, metric, ..."),
+    wait: bool = typer.Option(False, "--wait", help="show each trial's progress until the sweep finishes"),
+    poll: float = typer.Option(2.0, help="seconds between progress polls"),
+) -> None:
+    """Start a Ray Tune sweep; prints its id. Trials are runs of the sweep's experiment, so
+    `snrlab show EXP` and the leaderboard show them too."""
+
+    def go():
+        sw = _call("POST", "/sweeps", json=load_spec(spec))
+        console().print(f"sweep [bold]{sw['id']}[/bold] ({sw['name']}): experiment {sw['experiment_id']}, "
+                        f"{sw['spec']['search']} search, {sw['spec']['scheduler']} scheduler, "
+                        f"{sw['metric']} ({sw['mode']}) at T={sw['spec']['num_steps']}")
+        if sw["message"]:
+            console().print(f"  note: {sw['message']}")
+        if wait:
+            sw = _wait_sweep(sw["id"], poll)
+        print(sw["id"])
+        if wait and sw["status"] != "succeeded":
+            raise typer.Exit(1)
+
+    _run_cli(go)
+
+
+def _wait_sweep(sweep_id: str, poll: float) -> dict:
+    def label(t: dict) -> str:
+        return " ".join(f"{k}={v}" for k, v in t["config"].items()) or t["run_id"]
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                  console=err()) as progress:
+        tasks: dict[str, int] = {}
+        while True:
+            sw = _call("GET", f"/sweeps/{sweep_id}")
+            for t in sw["trials"]:
+                status = t["status"] + (f" {sw['metric']}={t['value']:.4g}@{t['train_step']}" if t["value"] is not None else "")
+                if t["run_id"] not in tasks:
+                    tasks[t["run_id"]] = progress.add_task(label(t), total=t["total_steps"], status=status)
+                progress.update(tasks[t["run_id"]], completed=t["current_step"], status=status)
+            if sw["status"] in TERMINAL:
+                break
+            time.sleep(poll)
+    console().print(f"sweep {sweep_id}: [bold]{sw['status']}[/bold] ({len(sw['trials'])} trials)")
+    for note in (sw["message"], sw["error"]):
+        if note:
+            console().print(f"  {note}")
+    best = sw["best"]
+    if best:
+        config = ", ".join(f"{k}={v}" for k, v in best["config"].items())
+        console().print(f"best: {config}: {best['metric']} = {best['value']:.4f} (T={best['num_steps']}, "
+                        f"{best['sampler']}; trial {best['trial_id']}, run {best['run_id']})")
+    return sw
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.add_typer(db_app, name="db")
@@ -301,3 +354,4 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
     app.command("cancel")(cancel)
     app.command("leaderboard")(leaderboard)
+    app.command("sweep")(sweep)
