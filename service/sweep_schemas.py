@@ -7,7 +7,7 @@ runs that validation for every finite combination before anything starts, so a b
 parameter is a 422 naming the search-space key, not a failed trial an hour later."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import itertools
 import json
 import math
@@ -215,10 +215,18 @@ def _resolve_target(spec: SweepSpec) -> SweepSpec:
     if spec.scheduler == "asha" and not ev.at_steps:
         raise SpecError(("body", "scheduler"), "scheduler 'asha' stops trials on intermediate results: set "
                         "base.evaluation.at_steps (training steps at which the metric is also evaluated)")
-    if spec.search == "optuna" and importlib.util.find_spec("optuna") is None:
+    if spec.search == "optuna" and not _importable("optuna"):
         raise SpecError(("body", "search"), "search 'optuna' needs the optuna package, which is not installed "
                         "here; valid: grid, random")
     return spec.model_copy(update=dict(num_steps=num_steps, sampler=sampler, mode=mode))
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def corner_values(key: str, dom: Domain) -> list[Any]:

@@ -4,7 +4,7 @@ real end-to-end sweep (Ray Train + evaluator) that survives a service restart.""
 from __future__ import annotations
 
 import copy
-import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -86,14 +86,16 @@ def test_bad_sweeps_are_422_naming_the_field_and_store_nothing(client, auth, cou
     assert count_rows("sweeps") == 0 and count_rows("experiments") == 0
 
 
-def test_optuna_search_needs_optuna(client, auth):
-    r = client.post(f"{API}/sweeps", json=sweep_spec(search="optuna", search_space={"lr": {"loguniform": [1e-4, 1e-2]}}),
-                    headers=auth)
-    if importlib.util.find_spec("optuna") is None:
-        assert r.status_code == 422 and _detail(r)[0] == ["body", "search"]
-        assert "optuna package, which is not installed" in _detail(r)[1] and "valid: grid, random" in _detail(r)[1]
-    else:
-        assert r.status_code == 201, r.text
+def test_optuna_search_needs_optuna(client, auth, monkeypatch):
+    spec = sweep_spec(search="optuna", search_space={"lr": {"loguniform": [1e-4, 1e-2]}})
+    assert client.post(f"{API}/sweeps", json=spec, headers=auth).status_code == 201  # a dependency of snrlab
+    grid = {**spec, "search_space": {"lr": {"grid": [1e-3]}}}
+    r = client.post(f"{API}/sweeps", json=grid, headers=auth)
+    assert r.status_code == 422 and "search 'optuna' cannot take grid domains" in _detail(r)[1]
+    monkeypatch.setitem(sys.modules, "optuna", None)  # a deployment without it: `import optuna` fails
+    r = client.post(f"{API}/sweeps", json=spec, headers=auth)
+    assert r.status_code == 422 and _detail(r)[0] == ["body", "search"]
+    assert "optuna package, which is not installed" in _detail(r)[1] and "valid: grid, random" in _detail(r)[1]
 
 
 def test_a_trial_that_cannot_fit_the_cluster_is_refused(settings, engine, auth, count_rows, fake_executor):
@@ -120,34 +122,66 @@ def test_concurrency_is_capped_to_what_fits():
 
 
 # ---------------------------------------------------------------- real Ray Tune, scripted runs
-@pytest.fixture
-def scripted_executor(fake_executor):
-    """The fake executor on a one-run cluster; with `instant` set, jobs succeed on their first poll
-    with a metric that depends on the weighting (debias best), so Tune and the CLI see an order."""
-    fake_executor.slots, fake_executor.instant = 1, False
-    values = {"constant": 2.0, "debias": 1.0}
-    plain_poll = fake_executor.poll
+class ScriptedJob:
+    def __init__(self, job):
+        self.job, self.phase, self.error, self.results = job, "training", None, None
+        self.cancelled = self.released = False
 
-    def poll(name: str) -> JobState:
-        j = fake_executor.jobs.get(name)
-        if fake_executor.instant and j is not None and not (j.cancelled or j.released):
+
+class ScriptedExecutor:
+    """Runs nothing: the test sets each job's phase and results (`instant`: jobs succeed on their
+    first poll, with a value that depends on the weighting, debias best). Tune, the sweep actor,
+    SQL and the dispatcher around it are the real ones. Capacity: one run at a time."""
+
+    values = {"constant": 2.0, "debias": 1.0}
+
+    def __init__(self):
+        self.jobs: dict[str, ScriptedJob] = {}
+        self.instant = False
+
+    def start(self): ...
+    def shutdown(self): ...
+    def capacity(self, resources): return 1 // int(resources.get("workers_per_run", 1))
+    def submit(self, job): self.jobs.setdefault(job.name, ScriptedJob(job))
+    def list_jobs(self): return [n for n, j in self.jobs.items() if not (j.cancelled or j.released)]
+
+    def cancel(self, name):
+        if name in self.jobs:
+            self.jobs[name].cancelled = True
+
+    def release(self, name):
+        if name in self.jobs:
+            self.jobs[name].released = True
+
+    def poll(self, name) -> JobState:
+        j = self.jobs.get(name)
+        if j is None or j.cancelled or j.released:
+            return JobState(phase="lost", error="gone")
+        if self.instant:
             j.phase = "succeeded"
             j.results = [{"num_steps": 5, "sampler": "ddpm", "metric": "fd_digits",
-                          "value": values.get(j.job.config["weighting"], 3.0)}]
-        return plain_poll(name)
+                          "value": self.values.get(j.job.config["weighting"], 3.0)}]
+        return JobState(phase=j.phase, error=j.error, results=j.results)
 
-    fake_executor.poll = poll
-    return fake_executor
+    def job_for(self, run_id: str) -> ScriptedJob:
+        return [j for j in self.jobs.values() if j.job.run_id == run_id][-1]
 
 
 @pytest.fixture
-def tune_service(ray_session, settings, engine, live_server, scripted_executor):
-    """A live service (dispatcher + sweep manager) on the scripted executor and the shared Ray session."""
-    live = settings.model_copy(update={"dispatcher_enabled": True, "ray_namespace": NAMESPACE})
-    executor = scripted_executor
-    with live_server(create_app(live, executor=executor)) as server:
-        yield server, executor, ray_session
-    _kill_sweep_actors(ray_session)
+def tune_service(ray_session, postgres_url, tmp_path, live_server):
+    """A live service (dispatcher + sweep manager) on PostgreSQL, the scripted executor and the
+    shared Ray session. Yields (server, executor, ray, auth headers)."""
+    from service.config import Settings
+
+    settings = Settings(database_url=postgres_url, data_dir=tmp_path / "data", dispatch_interval_s=0.1,
+                        ray_namespace=NAMESPACE)
+    headers = {"Authorization": f"Bearer {_token(postgres_url)}"}
+    executor = ScriptedExecutor()
+    try:
+        with live_server(create_app(settings, executor=executor)) as server:
+            yield server, executor, ray_session, headers
+    finally:
+        _kill_sweep_actors(ray_session)
 
 
 def _kill_sweep_actors(ray) -> None:
@@ -176,8 +210,8 @@ def _actor_alive(ray, sweep_id: str) -> bool:
 
 
 @pytest.mark.ray
-def test_asha_stops_the_worse_trial_and_its_run(tune_service, auth):
-    server, executor, ray = tune_service
+def test_asha_stops_the_worse_trial_and_its_run(tune_service):
+    server, executor, ray, auth = tune_service
     spec = sweep_spec(scheduler="asha", max_concurrent_trials=4,
                       base={**BASE, "evaluation": {**BASE["evaluation"], "at_steps": [10]}})
     with httpx.Client(base_url=server.url + API, headers=auth, timeout=30) as c:
@@ -218,8 +252,8 @@ def test_asha_stops_the_worse_trial_and_its_run(tune_service, auth):
 
 
 @pytest.mark.ray
-def test_cancel_stops_trial_runs_and_the_tune_actor(tune_service, auth, session_factory):
-    server, executor, ray = tune_service
+def test_cancel_stops_trial_runs_and_the_tune_actor(tune_service):
+    server, executor, ray, auth = tune_service
     with httpx.Client(base_url=server.url + API, headers=auth, timeout=30) as c:
         sw = c.post("/sweeps", json=sweep_spec(name="to-cancel")).json()
         path = f"/sweeps/{sw['id']}"
@@ -242,18 +276,34 @@ def test_cancel_stops_trial_runs_and_the_tune_actor(tune_service, auth, session_
 
 
 @pytest.mark.ray
-def test_cli_sweep_waits_and_prints_the_best_configuration(tune_service, auth, token, tmp_path, monkeypatch):
-    server, executor, ray = tune_service
+def test_cli_sweep_waits_and_prints_the_best_configuration(tune_service, tmp_path, monkeypatch):
+    server, executor, ray, auth = tune_service
     executor.instant = True
     spec_file = tmp_path / "sweep.yaml"
     spec_file.write_text(yaml.safe_dump(sweep_spec(name="cli")))
     monkeypatch.setenv("SNRLAB_URL", server.url)
-    monkeypatch.setenv("SNRLAB_TOKEN", token)
+    monkeypatch.setenv("SNRLAB_TOKEN", auth["Authorization"].split()[1])
     monkeypatch.setenv("COLUMNS", "250")
     out = CliRunner().invoke(cli_app, ["sweep", str(spec_file), "--wait", "--poll", "0.5"])
     assert out.exit_code == 0, out.output
     assert out.stdout.strip().splitlines()[-1].startswith("swp_")
     assert "succeeded (2 trials)" in out.output and "best: weighting=debias: fd_digits = 1.0000 (T=5, ddpm" in out.output
+
+
+@pytest.mark.ray
+def test_optuna_search_samples_the_space_and_records_the_best(tune_service):
+    server, executor, ray, auth = tune_service
+    executor.instant = True
+    spec = sweep_spec(name="optuna", search="optuna", num_samples=3, search_seed=1,
+                      search_space={"weighting": {"choice": ["constant", "debias"]}, "lr": {"loguniform": [1e-4, 1e-2]}})
+    with httpx.Client(base_url=server.url + API, headers=auth, timeout=30) as c:
+        sw = c.post("/sweeps", json=spec).json()
+        done = _wait(c, f"/sweeps/{sw['id']}", lambda b: b["status"] in ("succeeded", "failed", "cancelled"))
+    assert done["status"] == "succeeded", done
+    assert len(done["trials"]) == 3 and all(t["status"] == "succeeded" for t in done["trials"])
+    assert all(1e-4 <= t["config"]["lr"] <= 1e-2 and t["config"]["weighting"] in ("constant", "debias") for t in done["trials"])
+    assert len({t["config"]["lr"] for t in done["trials"]}) == 3  # sampled, not repeated
+    assert done["best"]["value"] == min(t["value"] for t in done["trials"])
 
 
 # ---------------------------------------------------------------- real training, service restart
