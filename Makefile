@@ -39,12 +39,12 @@ test: install weights browser
 demo: install weights
 	$(PY) -m service.demo
 
-# Speed ratios, each measured side by side in one run (never part of `make test`).
+# Speed ratios, each measured side by side in one run (never part of `make test`); writes
+# docs/BENCHMARKS.md and prints the table. A subset: make bench BENCH="train sampling";
+# smallest sizes (plumbing only): make bench BENCH="api leaderboard" QUICK=1. Groups: train
+# sampling scoring leaderboard api first_step demo (see benchmarks/report.py).
 bench: install weights
-	$(PY) benchmarks/train_throughput.py
-	$(PY) benchmarks/sampling_throughput.py
-	$(PY) benchmarks/scoring_throughput.py
-	$(PY) benchmarks/api_load.py --postgres postgresql://postgres@127.0.0.1:5432/test
+	$(PY) benchmarks/report.py $(if $(BENCH),--only "$(BENCH)") $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .data runs *.egg-info

@@ -1,9 +1,12 @@
 """API load benchmark: concurrent POST /experiments and GET /experiments/{id} against a real
 uvicorn server (dispatcher off), on SQLite and/or PostgreSQL. Prints latency percentiles and
-throughput.
+throughput; the POST p50/p99 at `--concurrency` clients are the rows of docs/BENCHMARKS.md.
 
-    python benchmarks/api_load.py --requests 200 --concurrency 50
+    python benchmarks/api_load.py --requests 200 --concurrency 50 [--json PATH]
     python benchmarks/api_load.py --postgres postgresql://postgres@127.0.0.1:5432/test
+    python benchmarks/api_load.py --requests 20 --concurrency 10   # smallest, to prove it runs
+
+PostgreSQL: `--postgres` is an admin URL; a throwaway database is created next to it and dropped.
 """
 from __future__ import annotations
 
@@ -13,13 +16,13 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import uvicorn
 
+from common import add_json_arg, now, percentile, row, throwaway_postgres, write_json
 from service import crud
 from service.config import Settings
 from service.db import make_engine, make_sessionmaker, session_scope, upgrade
@@ -46,17 +49,19 @@ def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))]
+def stats(lat_s: list[float], wall: float, codes: set[int]) -> dict:
+    lat = [x * 1000 for x in lat_s]
+    return {"n": len(lat), "req_per_s": len(lat) / wall, "p50_ms": statistics.median(lat),
+            "p95_ms": percentile(lat, 0.95), "p99_ms": percentile(lat, 0.99), "max_ms": max(lat), "status": sorted(codes)}
 
 
-def bench(url: str, requests: int, concurrency: int) -> None:
+def bench(url: str, requests: int, concurrency: int) -> dict[str, dict]:
     upgrade(url)
     engine = make_engine(url)
     with session_scope(make_sessionmaker(engine)) as s:
         _, token = crud.create_token(s, name="bench")
     engine.dispose()
+    out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings(database_url=url, data_dir=Path(tmp), dispatcher_enabled=False))
         server, thread, base = _serve(app)
@@ -73,45 +78,56 @@ def bench(url: str, requests: int, concurrency: int) -> None:
                 r = c.get(f"/experiments/{exp_id}")
                 return time.perf_counter() - t0, r.status_code, exp_id
 
-            for label, fn, args in (("POST /experiments (12 runs each)", post, range(requests)), ("GET /experiments/{id}", get, None)):
-                if args is None:
-                    args = ids
+            ids: list[str] = []
+            for label, fn in (("POST /experiments", post), ("GET /experiments/{id}", get)):
+                args = range(requests) if fn is post else ids
                 t0 = time.perf_counter()
                 with ThreadPoolExecutor(concurrency) as pool:
-                    out = list(pool.map(fn, args))
-                wall = time.perf_counter() - t0
-                lat = [o[0] * 1000 for o in out]
-                codes = sorted({o[1] for o in out})
-                ids = [o[2] for o in out]
-                print(f"  {label:36s} n={len(out)} c={concurrency} status={codes} {len(out) / wall:7.1f} req/s  "
-                      f"p50 {statistics.median(lat):6.1f} ms  p95 {_pct(lat, 0.95):6.1f} ms  max {max(lat):6.1f} ms")
+                    res = list(pool.map(fn, args))
+                st = stats([o[0] for o in res], time.perf_counter() - t0, {o[1] for o in res})
+                ids = [o[2] for o in res]
+                out[label] = st
+                print(f"  {label:24s} n={st['n']} c={concurrency} status={st['status']} {st['req_per_s']:7.1f} req/s  "
+                      f"p50 {st['p50_ms']:6.1f} ms  p95 {st['p95_ms']:6.1f} ms  p99 {st['p99_ms']:6.1f} ms  "
+                      f"max {st['max_ms']:6.1f} ms", flush=True)
         server.should_exit = True
         thread.join(10)
+    return out
+
+
+def rows_for(db: str, res: dict[str, dict], concurrency: int) -> list[dict]:
+    post, get = res["POST /experiments"], res["GET /experiments/{id}"]
+    ok = "all 201" if post["status"] == [201] else f"statuses {post['status']}"
+    return [
+        row(f"control plane: POST /experiments p99, {concurrency} concurrent clients, {db}", post["p99_ms"], unit="ms",
+            notes=f"p50 {post['p50_ms']:.0f} ms, {post['req_per_s']:.1f} req/s, {post['n']} requests ({ok}), "
+                  f"12 runs each; server in-process (uvicorn, 1 worker), dispatcher off"),
+        row(f"control plane: GET /experiments/{{id}} p99, {concurrency} concurrent clients, {db}", get["p99_ms"], unit="ms",
+            notes=f"p50 {get['p50_ms']:.0f} ms, {get['req_per_s']:.1f} req/s, {get['n']} requests"),
+    ]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--postgres", default=None, help="admin URL; a throwaway database is created and dropped")
     ap.add_argument("--skip-sqlite", action="store_true")
+    add_json_arg(ap)
     args = ap.parse_args()
+    started_at = now()
+    rows, details = [], {}
     if not args.skip_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
             print("sqlite")
-            bench(f"sqlite:///{tmp}/bench.db", args.requests, args.concurrency)
+            details["sqlite"] = bench(f"sqlite:///{tmp}/bench.db", args.requests, args.concurrency)
+            rows += rows_for("SQLite", details["sqlite"], args.concurrency)
     if args.postgres:
-        import psycopg
-
-        name = f"snrlab_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.postgres, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
+        with throwaway_postgres(args.postgres) as url:
             print("postgresql")
-            bench(f"{args.postgres.rsplit('/', 1)[0]}/{name}", args.requests, args.concurrency)
-        finally:
-            with psycopg.connect(args.postgres, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            details["postgresql"] = bench(url, args.requests, args.concurrency)
+            rows += rows_for("PostgreSQL", details["postgresql"], args.concurrency)
+    write_json(args.json, "api", rows, started_at=started_at, params=vars(args), details=details)
 
 
 if __name__ == "__main__":

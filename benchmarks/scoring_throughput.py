@@ -1,7 +1,8 @@
 """Scoring throughput: evaluator's in-memory clean-mode FID against clean-fid's folder path on the
 same samples and the same Inception weights.
 
-    python benchmarks/scoring_throughput.py [--num 32] [--dataset colors] [--threads 1]
+    python benchmarks/scoring_throughput.py [--num 32] [--dataset colors] [--threads 1] [--json PATH]
+    python benchmarks/scoring_throughput.py --num 8 --repeats 1   # smallest, to prove it runs
 
 - ours: uint8 samples -> clean resize in memory -> Inception -> Frechet distance against the
   cached reference statistics of (dataset, resolution, split, extractor, mode) (evaluator.metrics
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from common import add_json_arg, now, row, write_json
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -39,7 +42,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--stats-dir", default=None, help="reference-stats cache (default: a fresh temporary directory, "
                     "so the cold run is cold); the weights resolve from $SNRLAB_DATA_DIR as usual")
+    add_json_arg(ap)
     args = ap.parse_args()
+    started_at = now()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
@@ -97,7 +102,7 @@ def main() -> None:
     ours, theirs = statistics.median(times["ours"]), statistics.median(times["cleanfid"])
     ours_value, theirs_value = values["ours"], values["cleanfid"]
 
-    print(json.dumps({
+    result = {
         "benchmark": "scoring_throughput", "dataset": args.dataset, "num_gen": args.num, "num_ref": args.num,
         "threads": args.threads, "repeats": args.repeats, "weights": str(inception.weights.path),
         "ours_seconds": round(ours, 2), "ours_images_per_s": round(args.num / ours, 2),
@@ -107,7 +112,19 @@ def main() -> None:
         "fid_ours": ours_value, "fid_ours_cold": ours_cold_value, "fid_cleanfid_folder": float(theirs_value),
         "relative_difference": abs(ours_value - theirs_value) / abs(theirs_value),
         "all_seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
-    }, indent=2))
+    }
+    print(json.dumps(result, indent=2))
+    setup = f"{args.dataset}, {args.num} generated + {args.num} reference images, {args.threads} thread(s), median of {args.repeats}"
+    rows = [
+        row("scoring: in-memory FID vs clean-fid folder path (warm reference stats)", args.num / ours, args.num / theirs,
+            unit="images/s", target="ratio >= 2.0",
+            notes=f"{setup}; FID {ours_value:.6g} vs {theirs_value:.6g}; same Inception weights"),
+        row("scoring: in-memory FID vs clean-fid folder path (cold: reference stats computed)", args.num / ours_cold,
+            args.num / theirs, unit="images/s", notes="the first evaluation of a dataset; later ones reuse the cached statistics"),
+        row("scoring: FID relative difference, in-memory vs clean-fid folder", result["relative_difference"], unit="",
+            target="ours <= 1e-4", notes="equal values: same features; sqrtm vs symmetric eigenvalues for the trace"),
+    ]
+    write_json(args.json, "scoring", rows, started_at=started_at, params=vars(args), details=result)
 
 
 if __name__ == "__main__":

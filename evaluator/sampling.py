@@ -122,7 +122,7 @@ class Denoiser:
         """(x0_hat, eps_hat) from the output; Eq. 6 for an eps model."""
         a, s = math.sqrt(abar), math.sqrt(1 - abar)
         if self.target == "eps":
-            return (x_t - s * out) / a, out
+            return torch.sub(x_t, out, alpha=s).div_(a), out  # one allocation: this runs once per sampling step
         if self.target == "x0":
             return out, (x_t - a * out) / s
         return a * x_t - s * out, s * x_t + a * out  # v = a eps - s x0
@@ -132,8 +132,13 @@ def sample_seed(seed: int, index: int) -> int:
     return (int(seed) * 0x9E3779B97F4A7C15 + int(index) * 0xBF58476D1CE4E5B9 + 1) % (2**63 - 1)
 
 
-def _noise(gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.stack([torch.randn(shape, generator=g) for g in gens])
+def _noise(gens: list[torch.Generator], shape: tuple[int, ...], out: torch.Tensor | None = None) -> torch.Tensor:
+    """One draw per sample from its own generator, written into `out` (reused across steps) when given."""
+    if out is None:
+        out = torch.empty((len(gens), *shape))
+    for k, g in enumerate(gens):
+        torch.randn(shape, generator=g, out=out[k])
+    return out
 
 
 def resolve_variance(variance: str, learn_sigma: bool) -> str:
@@ -176,36 +181,38 @@ def _sample_batch(model, rs: Respaced, sampler, idx, seed, eta, variance, clip):
         y = torch.cat([torch.randint(model.num_classes, (1,), generator=g) for g in gens])
     x = _noise(gens, shape).to(dev)
     y_dev = None if y is None else y.to(dev)
+    noise = torch.empty((len(idx), *shape))  # CPU buffer for each step's draws (the generators are CPU ones)
     abar, abar_prev, betas = rs.alphas_cumprod.tolist(), rs.alphas_cumprod_prev.tolist(), rs.betas.tolist()
-    if sampler == "ddpm" and variance != "learned_range":
-        logvar = rs.log_variance(variance).tolist()
-    elif sampler == "ddpm":
-        log_lo, log_hi = rs.log_variance("fixed_small").tolist(), torch.log(rs.betas).tolist()
+    if sampler == "ddpm":
+        # q(x_{i-1} | x_i, x0_hat): DDPM Eq. 7 with the respaced betas, coefficients computed once
+        c0 = [b * math.sqrt(ap) / (1 - a) for a, ap, b in zip(abar, abar_prev, betas)]
+        ct = [(1 - ap) * math.sqrt(1 - b) / (1 - a) for a, ap, b in zip(abar, abar_prev, betas)]
+        if variance != "learned_range":
+            std = [math.exp(0.5 * lv) for lv in rs.log_variance(variance).tolist()]
+        else:
+            log_lo, log_hi = rs.log_variance("fixed_small").tolist(), torch.log(rs.betas).tolist()
     for i in reversed(range(len(rs.timesteps))):
         t = torch.full((len(idx),), int(rs.timesteps[i]), dtype=torch.long, device=dev)
         out, v = model.raw(x, t, y_dev)
         x0, eps = model.x0_eps(out, x, abar[i])
         if clip:
-            x0 = x0.clamp(-1, 1)
+            x0 = x0.clamp_(-1, 1)
         if sampler == "ddpm":
-            # q(x_{i-1} | x_i, x0_hat): DDPM Eq. 7 with the respaced betas
-            c0 = betas[i] * math.sqrt(abar_prev[i]) / (1 - abar[i])
-            ct = (1 - abar_prev[i]) * math.sqrt(1 - betas[i]) / (1 - abar[i])
-            x = c0 * x0 + ct * x
+            x = torch.add(x0.mul_(c0[i]), x, alpha=ct[i])
             if i > 0:
+                z = _noise(gens, shape, noise).to(dev)
                 if v is None:
-                    std = math.exp(0.5 * logvar[i])
+                    x.add_(z, alpha=std[i])
                 else:  # ADM learned range: log s^2 = f log beta + (1 - f) log beta~, f = (v + 1) / 2
                     frac = (v + 1) / 2
-                    std = torch.exp(0.5 * (frac * log_hi[i] + (1 - frac) * log_lo[i]))
-                x = x + std * _noise(gens, shape).to(dev)
+                    x.addcmul_(torch.exp(0.5 * (frac * log_hi[i] + (1 - frac) * log_lo[i])), z)
         else:
             # DDIM (Song et al. Eq. 12), eps re-derived from the clipped x0 as in ADM
             eps = (x - math.sqrt(abar[i]) * x0) / math.sqrt(1 - abar[i])
             sigma = eta * math.sqrt((1 - abar_prev[i]) / (1 - abar[i]) * (1 - abar[i] / abar_prev[i]))
             x = math.sqrt(abar_prev[i]) * x0 + math.sqrt(max(1 - abar_prev[i] - sigma**2, 0.0)) * eps
             if i > 0 and sigma > 0:
-                x = x + sigma * _noise(gens, shape).to(dev)
+                x = x + sigma * _noise(gens, shape, noise).to(dev)
     return x.float().cpu(), y
 
 

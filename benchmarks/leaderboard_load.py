@@ -1,0 +1,248 @@
+"""Leaderboard load: `GET /api/v1/leaderboard` over 10,000 stored results against a bare FastAPI
+JSON endpoint mounted in the same app (for this benchmark only), one live uvicorn server, on
+SQLite and/or PostgreSQL. Reports requests/s of each, their ratio, and p50/p99 latencies.
+
+    python benchmarks/leaderboard_load.py [--results 10000] [--seconds 10] [--concurrency 8] \\
+        [--postgres postgresql://postgres@127.0.0.1:5432/test] [--json PATH]
+    python benchmarks/leaderboard_load.py --results 400 --seconds 1 --rounds 1   # smallest, to prove it runs
+
+- The results are written straight through service.crud (experiments as the API would create
+  them, runs marked succeeded, `record_results`), not by training: 50 experiments x 5 weightings
+  x 2 seeds = 500 runs, each with 5 T x 2 samplers x 2 metrics = 20 results (for --results 10000);
+  5 training setups, so the unfiltered board has 100 rows of 5 cells with n = 20 seeds-and-repeats.
+- The server is `snrlab`'s own app (dispatcher off, auth on: every request carries a token) in a
+  uvicorn subprocess, so the load generator (threads with keep-alive `http.client` connections,
+  in this process) does not share the server's interpreter. The bare endpoint is a sync route
+  returning a small dict, so both go through the same middleware, threadpool and JSON encoder.
+- Rounds alternate bare / leaderboard (`--rounds`, `--seconds` each), so load changes on a shared
+  machine hit both; requests/s and percentiles are over all rounds of each endpoint.
+- Three endpoints: the bare one, the unfiltered board (every result aggregated) and the board of
+  one table of the page (`dataset`, `metric`, `sampler` filters).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+from common import add_json_arg, now, percentile, row, throwaway_postgres, write_json
+
+HERE = Path(__file__).resolve().parent
+BARE_PATH = "/api/v1/bench/bare"
+WEIGHTINGS = ["constant", "debias", "p2", "min_snr", "inv_snr"]
+SETUP_STEPS = [1000, 2000, 3000, 4000, 5000]  # training steps: 5 setups (config hashes) of the leaderboard
+T_VALUES = [2, 5, 10, 20, 50]
+SAMPLERS = ["ddpm", "ddim"]
+METRICS = ["fd_digits", "color_mean_shift"]
+FILTERED = {"dataset": "digits", "metric": "fd_digits", "sampler": "ddpm"}
+
+
+def seed_results(url: str, num_results: int) -> str:
+    """Migrate, store `num_results` results of succeeded runs, return a fresh API token."""
+    from sqlalchemy import update
+
+    from service import crud, schemas
+    from service.db import make_engine, make_sessionmaker, session_scope, upgrade
+    from service.lifecycle import RunStatus
+    from service.models import Run
+
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    per_run = len(T_VALUES) * len(SAMPLERS) * len(METRICS)
+    per_exp = len(WEIGHTINGS) * 2 * per_run
+    num_exps = max(1, -(-num_results // per_exp))
+    left = num_results
+    for e in range(num_exps):
+        spec = schemas.ExperimentSpec.model_validate({
+            "name": f"bench-{e}", "datasets": [{"name": "digits"}],
+            "weightings": [{"name": w} for w in WEIGHTINGS], "model": {"preset": "tiny"},
+            "training": {"steps": SETUP_STEPS[e % len(SETUP_STEPS)], "seeds": [0, 1]},
+            "evaluation": {"steps": T_VALUES, "samplers": SAMPLERS, "metrics": METRICS, "num_samples": 1000},
+        })
+        with session_scope(factory) as s:
+            exp, _ = crud.create_experiment(s, spec=spec, code_version="bench")
+            s.execute(update(Run).where(Run.experiment_id == exp.id).values(status=RunStatus.SUCCEEDED.value))
+            for k, run in enumerate(exp.runs):
+                cells = [(t, smp, m) for t in T_VALUES for smp in SAMPLERS for m in METRICS][: max(0, left)]
+                left -= len(cells)
+                crud.record_results(s, run_id=run.id, results=[
+                    {"num_steps": t, "sampler": smp, "metric": m, "value": 10.0 + (e * 7 + k * 3 + t) % 17 / 3,
+                     "num_gen": 1000, "extractor": m, "extractor_fingerprint": f"fp-{m}", "ref_key": f"digits-train-{m}"}
+                    for t, smp, m in cells])
+    with session_scope(factory) as s:
+        _, token = crud.create_token(s, name="bench")
+    engine.dispose()
+    return token
+
+
+def serve(database_url: str, port: int, data_dir: str) -> None:
+    """The server process: snrlab's app plus the bare endpoint, on one uvicorn worker."""
+    import uvicorn
+
+    from service.config import Settings
+    from service.main import create_app
+
+    app = create_app(Settings(database_url=database_url, data_dir=Path(data_dir), dispatcher_enabled=False))
+
+    def bare() -> dict:
+        return {"status": "ok", "rows": [], "note": "benchmark baseline: no database, no work"}
+
+    app.add_api_route(BARE_PATH, bare, include_in_schema=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, backlog=512)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(conn: http.client.HTTPConnection, path: str, headers: dict) -> tuple[int, bytes]:
+    conn.request("GET", path, headers=headers)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def load(port: int, path: str, headers: dict, seconds: float, concurrency: int) -> tuple[list[float], float, set[int], int]:
+    """`concurrency` threads, each on one keep-alive connection, GET `path` for `seconds`."""
+    lat: list[float] = []
+    codes: set[int] = set()
+    size = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def worker():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        mine = []
+        try:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                status, body = _get(conn, path, headers)
+                mine.append(time.perf_counter() - t0)
+                with lock:
+                    codes.add(status)
+                    size[0] = len(body)
+        finally:
+            conn.close()
+            with lock:
+                lat.extend(mine)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, time.perf_counter() - t0, codes, size[0]
+
+
+def bench(url: str, args) -> dict:
+    t0 = time.perf_counter()
+    token = seed_results(url, args.results)
+    seeded_s = time.perf_counter() - t0
+    print(f"  {args.results} results stored in {seeded_s:.1f}s", flush=True)
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen([sys.executable, str(HERE / "leaderboard_load.py"), "--serve", url, str(port), tmp], env=env)
+        try:
+            headers = {"Authorization": f"Bearer {token}"}
+            paths = {"bare": BARE_PATH, "leaderboard": "/api/v1/leaderboard",
+                     "leaderboard_filtered": f"/api/v1/leaderboard?{urlencode(FILTERED)}"}
+            deadline = time.time() + 120
+            while True:  # up, and one warm-up request each (first-request costs are not steady state)
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+                    checks = {k: _get(conn, p, headers) for k, p in paths.items()}
+                    conn.close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise SystemExit(f"the benchmark server did not start (exit code {proc.poll()})") from None
+                    time.sleep(0.3)
+            for k, (status, body) in checks.items():
+                if status != 200:
+                    raise SystemExit(f"GET {paths[k]} answered {status}: {body[:300]!r}")
+            board = json.loads(checks["leaderboard"][1])
+            n_cells = sum(c["n"] for r in board["rows"] for c in r["cells"].values())
+            if n_cells != args.results:
+                raise SystemExit(f"the leaderboard aggregates {n_cells} results, expected {args.results}")
+            acc = {k: {"lat": [], "wall": 0.0, "codes": set(), "bytes": 0} for k in paths}
+            for _ in range(args.rounds):
+                for k in paths:
+                    lat, wall, codes, size = load(port, paths[k], headers, args.seconds, args.concurrency)
+                    a = acc[k]
+                    a["lat"] += lat
+                    a["wall"] += wall
+                    a["codes"] |= codes
+                    a["bytes"] = size
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    out = {"seeded_s": seeded_s, "rows": len(board["rows"]), "columns": len(board["columns"])}
+    for k, a in acc.items():
+        ms = [x * 1000 for x in a["lat"]]
+        out[k] = {"n": len(ms), "req_per_s": len(ms) / a["wall"], "p50_ms": percentile(ms, 0.5),
+                  "p99_ms": percentile(ms, 0.99), "status": sorted(a["codes"]), "response_bytes": a["bytes"]}
+        print(f"  {k:21s} n={len(ms):6d} status={sorted(a['codes'])} {out[k]['req_per_s']:8.1f} req/s  "
+              f"p50 {out[k]['p50_ms']:7.1f} ms  p99 {out[k]['p99_ms']:7.1f} ms  ({a['bytes']} bytes)", flush=True)
+    return out
+
+
+def rows_for(db: str, res: dict, args) -> list[dict]:
+    bare = res["bare"]
+    out = []
+    for k, label in (("leaderboard", "all results"), ("leaderboard_filtered", "one table: " + ",".join(FILTERED.values()))):
+        lb = res[k]
+        out.append(row(
+            f"control plane: GET /api/v1/leaderboard ({label}) vs bare JSON endpoint, {args.results} results, {db}",
+            lb["req_per_s"], bare["req_per_s"], unit="req/s",
+            notes=f"p50/p99 {lb['p50_ms']:.0f}/{lb['p99_ms']:.0f} ms vs {bare['p50_ms']:.1f}/{bare['p99_ms']:.1f} ms; "
+                  f"{lb['response_bytes'] // 1024} KiB ({res['rows'] if k == 'leaderboard' else 'fewer'} rows); "
+                  f"{args.concurrency} clients, {args.rounds} x {args.seconds:g}s each"))
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":  # internal: the server process
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=10.0, help="per endpoint per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--postgres", default=None, help="admin URL; a throwaway database is created and dropped")
+    ap.add_argument("--skip-sqlite", action="store_true")
+    add_json_arg(ap)
+    args = ap.parse_args()
+    started_at = now()
+    rows, details = [], {}
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("sqlite", flush=True)
+            details["sqlite"] = bench(f"sqlite:///{tmp}/bench.db", args)
+            rows += rows_for("SQLite", details["sqlite"], args)
+    if args.postgres:
+        with throwaway_postgres(args.postgres) as url:
+            print("postgresql", flush=True)
+            details["postgresql"] = bench(url, args)
+            rows += rows_for("PostgreSQL", details["postgresql"], args)
+    write_json(args.json, "leaderboard", rows, started_at=started_at, params=vars(args), details=details)
+
+
+if __name__ == "__main__":
+    main()
