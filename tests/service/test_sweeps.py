@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
