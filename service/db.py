@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "snrlab_read_only"  # execution option: SQLite starts a deferred (shared) transaction
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -47,9 +48,19 @@ def make_engine(url: str, **kwargs) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # a read-only session (the API's GETs) takes no write lock: under WAL, readers run beside
+        # a writer instead of queueing behind it
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def read_only(session: Session) -> Session:
+    """Mark a fresh session as a reader: on SQLite its transaction is deferred, not IMMEDIATE.
+    Safe only for sessions that never write (a write would fail with "database is locked" on a
+    lock upgrade instead of waiting)."""
+    session.connection(execution_options={READ_ONLY: True})
+    return session
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -10,11 +10,14 @@ from sqlalchemy.orm import Session
 
 from service import crud
 from service.config import Settings
+from service.db import read_only
 from service.errors import AuthError
 
 
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.session_factory() as session:
+        if request.method in ("GET", "HEAD"):  # reads never write: no SQLite write lock
+            read_only(session)
         try:
             yield session
         except BaseException:

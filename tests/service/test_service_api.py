@@ -122,7 +122,7 @@ def _set(body: dict, path: str, value) -> dict:
 
 
 INVALID = [
-    ("weightings", [{"name": "nope"}], ["body", "weightings", 0, "name"], "valid: constant, debias"),
+    ("weightings", [{"name": "nope"}], ["body", "weightings", 0, "name"], "valid: constant, curriculum, debias"),
     ("weightings", [{"name": "p2", "kk": 2}], ["body", "weightings", 0], "valid parameters: k, gamma"),
     ("datasets", [{"name": "mnist"}], ["body", "datasets", 0, "name"], "valid: cifar10, colors, digits, folder"),
     ("model", {"preset": "huge"}, ["body", "model", "preset"], "valid: "),
