@@ -38,6 +38,8 @@ class TrainConfig(BaseModel):
     ema_warmup: bool = Field(True, description="ADM/EDM-style EMA warmup: decay min(ema, (1+s)/(10+s))")
     mixed_precision: Literal["auto", "bf16", "no"] = Field("auto", description="auto: bf16 autocast on CUDA only")
     seed: int = 0
+    # speed only: torch.compile the UNet (same maths, so not in config_hash; first steps compile)
+    compile: bool = Field(False, description="torch.compile the model (worth it on CUDA for long runs)")
     # bookkeeping
     log_every: int = Field(25, ge=1)
     checkpoint_every: int = Field(100, ge=1)
@@ -70,7 +72,7 @@ class TrainConfig(BaseModel):
         return W.validate(info.data["weighting"], v)
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the trained model (not bookkeeping)."""
-        skip = {"log_every", "checkpoint_every", "keep_checkpoints", "fail_at_step", "snapshot_steps"}
+        """Hash of everything that changes the trained model (not bookkeeping, not speed knobs)."""
+        skip = {"log_every", "checkpoint_every", "keep_checkpoints", "fail_at_step", "snapshot_steps", "compile"}
         blob = json.dumps(self.model_dump(mode="json", exclude=skip), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -92,3 +92,13 @@ def _unlabelled():
     from trainer.data import ImageDataset
 
     return ImageDataset("folder", torch.zeros(4, 3, 16, 16), None, None)
+
+
+def test_compile_is_a_speed_knob_outside_the_config_hash_and_cpu_stays_plain():
+    cfg = TrainConfig(**CFG)
+    assert TrainConfig(**CFG, compile=True).config_hash() == cfg.config_hash()
+    state = build_state(cfg)  # CPU: contiguous (NCHW) model and batches, noise from the CPU generator
+    assert not state.channels_last and state.noise_generator is None
+    assert all(p.is_contiguous() for p in state.raw.parameters())
+    x0, _, _, noise = batch_for_step(state, 0)
+    assert x0.is_contiguous() and noise.is_contiguous()
