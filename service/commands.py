@@ -40,10 +40,16 @@ def serve(
     import uvicorn
 
     from service.config import get_settings
+    from service.executor import StorageNotShared
     from service.main import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level)
+    try:
+        app = create_app(settings)
+    except StorageNotShared as e:
+        err().print(f"[red]error[/red] {e}", soft_wrap=True)
+        raise typer.Exit(2)
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level)
 
 
 @db_app.command("upgrade")

@@ -38,7 +38,8 @@ LIVE = (RunStatus.TRAINING.value, RunStatus.EVALUATING.value)
 
 class Dispatcher:
     def __init__(self, *, session_factory: sessionmaker[Session], settings: Settings, executor: Executor,
-                 train_fn: str = "trainer.run:train", evaluate_fn: str = "service.evaluation:evaluate_run"):
+                 train_fn: str = "trainer.run:train", evaluate_fn: str = "service.evaluation:evaluate_run",
+                 connect_backoff_s: tuple[float, float] = (1.0, 60.0)):
         self.factory = session_factory
         self.settings = settings
         self.executor = executor
@@ -50,15 +51,31 @@ class Dispatcher:
         self.state = "stopped"
         self.last_error: str | None = None
         self._last_maintenance = 0.0
+        # Until the executor connects (an unreachable SNRLAB_RAY_ADDRESS), the loop retries with
+        # exponential backoff from connect_backoff_s[0] up to connect_backoff_s[1] seconds.
+        self.connected = False
+        self.connect_error: str | None = None
+        self.connect_backoff_s = connect_backoff_s
 
     # ------------------------------------------------------------ control
     def start(self) -> None:
-        self.executor.start()
-        self.reconcile()
+        """Connect and reconcile; an unreachable cluster does not stop the service (the loop
+        keeps trying, and /readyz says why it is not ready)."""
         self._stop.clear()
+        self.state = "connecting"
+        self._connect()
         self._thread = threading.Thread(target=self._loop, name="snrlab-dispatcher", daemon=True)
         self._thread.start()
-        self.state = "running"
+
+    def _connect(self) -> bool:
+        try:
+            self.executor.start()
+        except Exception as e:  # noqa: BLE001 - e.g. trainer.raysession.RayUnreachable
+            self.connect_error = str(e) if isinstance(e, ConnectionError) else readable_error(e)
+            return False
+        self.reconcile()
+        self.connected, self.connect_error, self.state = True, None, "running"
+        return True
 
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
@@ -71,6 +88,18 @@ class Dispatcher:
         self._wake.set()
 
     def _loop(self) -> None:
+        delay = self.connect_backoff_s[0]
+        while not self._stop.is_set() and not self.connected:
+            log.warning("ray: %s; the dispatcher retries in %.3g s (the API answers meanwhile; /readyz is 503)",
+                        self.connect_error, delay)
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.connect_backoff_s[1])
+            try:
+                self._connect()
+            except Exception as e:  # noqa: BLE001 - reconcile failed: try again
+                self.connect_error = readable_error(e)
+                log.exception("dispatcher: reconciling after connecting failed")
         while not self._stop.is_set():
             try:
                 self.tick()
@@ -169,7 +198,10 @@ class Dispatcher:
                 crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED, error=None,
                                     current_step=max(run.current_step, run.total_steps))
                 release = name
-            elif state.phase in ("failed", "lost"):
+            elif state.phase == "lost":
+                self._lose_attempt(s, run, attempt, state)
+                release = name
+            elif state.phase == "failed":
                 self._fail_attempt(s, run, attempt, state)
                 release = name
         if release:  # after commit: the outcome is durable before the job goes away
@@ -187,6 +219,19 @@ class Dispatcher:
             crud.transition_run(s, run=run, to=RunStatus.QUEUED, error=error)
         else:
             crud.transition_run(s, run=run, to=RunStatus.FAILED, error=f"failed after {used} attempts: {error}")
+
+    def _lose_attempt(self, s: Session, run: Run, attempt: Attempt, state: JobState) -> None:
+        """The attempt's Ray worker is gone (its node died, the cluster went down): not the run's
+        fault, so no failed attempt is spent; the run is re-queued and resumes from its last
+        checkpoint. A run that keeps losing its worker still ends, after 5x max_attempts."""
+        error = state.error or "the Ray worker for this attempt is gone"
+        attempt.status, attempt.error, attempt.finished_at = "lost", error, utcnow()
+        lost = sum(1 for a in run.attempts if a.status == "lost")
+        if lost >= 5 * self.settings.max_attempts:
+            crud.transition_run(s, run=run, to=RunStatus.FAILED, error=f"lost its Ray worker {lost} times: {error}")
+            return
+        log.warning("%s attempt %d lost (%s); re-queued to resume from its last checkpoint", run.id, attempt.number, error)
+        crud.transition_run(s, run=run, to=RunStatus.QUEUED, error=error)
 
     def _submit_queued(self) -> None:
         with self.factory() as s:

@@ -96,6 +96,9 @@ class RayExecutor:
         self.namespace = namespace
 
     def start(self) -> None:
+        """Join the cluster (or start a local one when no address is set). An address where no
+        cluster answers raises trainer.raysession.RayUnreachable at once: never a local cluster
+        instead; the dispatcher retries with backoff."""
         from trainer.raysession import init_ray
 
         init_ray(self.address, log_to_driver=False)  # no-op if this process already joined Ray
@@ -183,6 +186,25 @@ class RayExecutor:
 
         if ray.is_initialized() and self.address is not None:
             ray.shutdown()
+
+
+class StorageNotShared(ValueError):
+    pass
+
+
+def check_shared_storage(settings) -> None:
+    """Refuse a cluster address with the node-local default data directory. Ray workers on other
+    nodes write checkpoints and metrics under runs_dir and this service reads them back (and a
+    resumed attempt on another node needs them), so it must be a path every node mounts: with
+    the default (~/.cache/snrlab, on each machine's own disk) runs would fail or restart from
+    step 0 depending on where they land. A refusal at startup beats that."""
+    if settings.ray_address and settings.executor == "ray" and "data_dir" not in settings.model_fields_set:
+        raise StorageNotShared(
+            f"SNRLAB_RAY_ADDRESS is set ({settings.ray_address}) but SNRLAB_DATA_DIR is not: runs would go to "
+            f"{settings.runs_dir}, a node-local default that Ray workers on other nodes cannot reach. Set "
+            "SNRLAB_DATA_DIR to a path mounted at the same place on this service and on every Ray node (NFS, "
+            "a ReadWriteMany volume, object storage through a POSIX mount; see service/README.md)."
+        )
 
 
 def load_callable(path: str):

@@ -13,7 +13,7 @@ from service.api import sweeps as sweeps_api
 from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker, upgrade
 from service.dispatcher import Dispatcher
-from service.executor import Executor, build_executor
+from service.executor import Executor, build_executor, check_shared_storage
 from service.middleware import BodySizeLimit
 from service.sweeps import SweepManager
 from service.version import code_version
@@ -25,6 +25,7 @@ API_PREFIX = "/api/v1"
 
 def create_app(settings: Settings | None = None, *, executor: Executor | None = None, **dispatcher_kwargs) -> FastAPI:
     settings = settings or get_settings()
+    check_shared_storage(settings)  # a cluster address needs a data directory every node reaches
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(sweeps_api.router, prefix=API_PREFIX)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
+    app.add_api_route("/readyz", health.readyz, include_in_schema=False)
     from service import web  # the pages (leaderboard, experiments, runs) beside the API
 
     web.register(app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,10 @@ def work(job: dict[str, Any], state: dict[str, Any]) -> None:
     done_path = paths.train_done_file(runs_dir, run_id)
     scorer = SnapshotScorer(job, state, run_dir)
     if done_path.exists():
-        checkpoint = json.loads(done_path.read_text())["checkpoint_path"]
+        done = json.loads(done_path.read_text())
+        checkpoint = done["checkpoint_path"]
+        if done.get("usage"):
+            state.setdefault("extra", {})["usage"] = done["usage"]
     else:
         state["phase"] = "training"
         train = load_callable(job["train_fn"])
@@ -56,7 +60,9 @@ def work(job: dict[str, Any], state: dict[str, Any]) -> None:
         finally:
             scorer.stop.set()
         checkpoint = _checkpoint_path(result)
-        _write_json_atomic(done_path, {"checkpoint_path": checkpoint})
+        usage = (result.get("usage") if isinstance(result, dict) else getattr(result, "usage", None)) or {}
+        state.setdefault("extra", {})["usage"] = usage
+        _write_json_atomic(done_path, {"checkpoint_path": checkpoint, "usage": usage})
     state.update(phase="evaluating", checkpoint_path=checkpoint)
     if scorer.is_alive():
         scorer.join()
@@ -148,6 +154,48 @@ def _checkpoint_path(result: Any) -> str | None:
     return None
 
 
+def _dead_nodes() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+
+
+def _node_loss(exc: BaseException, dead_before: set[str], wait_s: float = 60.0) -> str | None:
+    """A message if `exc` is a Ray actor (a Train worker, an evaluation actor) that died with
+    its node during this attempt, else None. An actor death alone is also what a crashing
+    process looks like (a real failure), so a node must have died since the attempt began; the
+    GCS needs a few missed health checks to say so, hence the wait."""
+    if not _actor_died(exc):
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            died = _dead_nodes() - dead_before
+        except Exception:  # noqa: BLE001 - the GCS itself is unreachable: not a node loss we can tell
+            return None
+        if died:
+            return f"lost Ray node {', '.join(sorted(died))} mid-run: {readable_error(exc)}"[:1000]
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+
+
+def _actor_died(exc: BaseException) -> bool:
+    """Is there a RayActorError anywhere in exc's chain (Ray Train wraps it in worker failures
+    and health-check errors)?"""
+    from ray.exceptions import RayActorError
+
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, RayActorError):
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "cause", None), getattr(e, "health_check_failure", None),
+                  getattr(e, "controller_failure", None), *(getattr(e, "worker_failures", None) or {}).values()]
+    return False
+
+
 @ray.remote
 class RunWorker:
     def __init__(self, job: dict[str, Any]):
@@ -162,11 +210,17 @@ class RunWorker:
         return True
 
     def _main(self) -> None:
+        dead_before = None
         try:
+            dead_before = _dead_nodes()
             work(self.job, self.state)
         except BaseException as e:  # noqa: BLE001 - every failure becomes a readable message
             traceback.print_exc()  # full trace to the worker log, not to the API
-            self.state.update(phase="failed", error=readable_error(e))
+            lost = _node_loss(e, dead_before) if dead_before is not None else None
+            if lost:  # the cluster's fault, not the run's: re-queued without spending an attempt
+                self.state.update(phase="lost", error=lost)
+            else:
+                self.state.update(phase="failed", error=readable_error(e))
 
     def poll(self) -> dict[str, Any]:
         return dict(self.state)

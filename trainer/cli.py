@@ -92,7 +92,7 @@ def train_command(
         try:
             result = train(cfg, storage_path=storage, name=name, num_workers=workers, use_gpu=gpu,
                            max_failures=max_failures, on_metrics=on_metrics, ray_address=ray_address)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, ConnectionError) as e:  # ConnectionError: Ray unreachable at --ray-address
             console.print(f"[red]error[/red] {e}", soft_wrap=True)
             raise typer.Exit(2)
         progress.update(task, completed=steps)

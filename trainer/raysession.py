@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 DEFAULT_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -24,12 +25,43 @@ def ray_env(local: bool) -> dict[str, str]:
     return env
 
 
+class RayUnreachable(ConnectionError):
+    """An address is set and no Ray cluster answers there. We never start a local one instead."""
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Raise RayUnreachable("unreachable at <address>: <reason>") unless something listens at
+    the cluster's address. ray.init(address=...) retries an absent cluster for minutes; this
+    answers in `timeout` seconds. "auto" resolves as Ray does (RAY_ADDRESS, then the address
+    file of a cluster started on this machine); "local" would start a new cluster, so it is refused."""
+    from ray._private import services
+
+    def unreachable(reason: object) -> RayUnreachable:
+        return RayUnreachable(f"unreachable at {address}: {reason}")
+
+    if address == "local":
+        raise unreachable("'local' means start a new cluster; unset the address to do that")
+    try:
+        target = address.removeprefix("ray://") if address.startswith("ray://") else services.canonicalize_bootstrap_address(address)
+        host, _, port = (target or "").rpartition(":")
+        port = int(port)
+    except (ConnectionError, ValueError) as e:  # "auto" with no cluster here; a malformed address
+        raise unreachable(e) from None
+    try:
+        socket.create_connection((host.strip("[]"), port), timeout=timeout).close()
+    except OSError as e:
+        raise unreachable(e.strerror or e) from None
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs) -> None:
-    """Join the cluster at `address` (never silently start another), or start a local one."""
+    """Join the cluster at `address` (never silently start another: RayUnreachable if it does not
+    answer), or start a local one."""
     import ray
 
     if ray.is_initialized():
         return
+    if address is not None:
+        check_reachable(address)
     env = ray_env(local=address is None)
     os.environ.update(env)
     runtime_env = {
