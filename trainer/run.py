@@ -11,7 +11,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +21,7 @@ from trainer.checkpoint import load_training_state, save_checkpoint, save_snapsh
 from trainer.config import TrainConfig
 from trainer.data import check_source
 from trainer.engine import MetricsWindow, build_state, train_step
-from trainer.metrics_log import METRICS_FILE, read_records, start_steps
+from trainer.metrics_log import METRICS_FILE, read_records
 
 RESULT_FILE = "result.json"
 
@@ -43,7 +43,8 @@ def train_loop_per_worker(config: dict) -> None:
         with checkpoint.as_directory() as d:
             start = load_training_state(d, model=state.raw, ema=state.ema, optimizer=state.optimizer)
     if rank == 0:
-        _append(run_dir, {"event": "start", "step": start, "world_size": world, "time": time.time()})
+        _append(run_dir, {"event": "start", "step": start, "world_size": world, "time": time.time(),
+                          "device": device_label(state.device), "node": ray.get_runtime_context().get_node_id()})
     window, metrics = MetricsWindow(cfg.num_timesteps), {"step": start}
     for step in range(start, cfg.steps):
         _maybe_inject_failure(cfg, step, run_dir, rank)
@@ -51,6 +52,8 @@ def train_loop_per_worker(config: dict) -> None:
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             metrics = window.flush(done, cfg.batch_size)
+            if state.device.type == "cuda":
+                metrics["max_mem_gib"] = torch.cuda.max_memory_allocated(state.device) / 2**30
             if rank == 0:
                 _append(run_dir, {**metrics, "time": time.time()})
         if done in cfg.snapshot_steps and rank == 0:
@@ -65,6 +68,16 @@ def train_loop_per_worker(config: dict) -> None:
             window.started = time.perf_counter()  # checkpoint I/O is not training throughput
     if start >= cfg.steps and rank == 0:  # relaunched after the last checkpoint: nothing to do
         ray.train.report({**metrics, "step": start}, checkpoint=checkpoint)
+
+
+def _start_events(run_dir: Path) -> list[dict]:
+    records, _ = read_records(run_dir / METRICS_FILE)
+    return [rec for rec in records if rec.get("event") == "start"]
+
+
+def device_label(device: torch.device) -> str:
+    """"cpu" or "cuda:<GPU name>": what the usage record and the attempt-start event report."""
+    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
 
 
 def _append(run_dir: Path, record: dict) -> None:
@@ -90,6 +103,7 @@ class TrainResult:
     checkpoint_path: str
     metrics: dict
     resumed_from_step: int
+    usage: dict = field(default_factory=dict)  # see `usage()`: what this training held, and for how long
 
 
 class _Tail(threading.Thread):
@@ -134,7 +148,8 @@ def train(
     if result_file.exists():
         done = json.loads(result_file.read_text())
         if done["config_hash"] == cfg.config_hash() and Path(done["checkpoint_path"]).is_dir():
-            return TrainResult(**{k: done[k] for k in ("run_dir", "checkpoint_path", "metrics", "resumed_from_step")})
+            return TrainResult(**{k: done[k] for k in ("run_dir", "checkpoint_path", "metrics", "resumed_from_step")},
+                               usage=done.get("usage", {}))
     check_source(cfg.dataset)
     init_ray(ray_address)
     tail = _Tail(run_dir / METRICS_FILE, on_metrics) if on_metrics else None
@@ -154,18 +169,34 @@ def train(
                 worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, int(cpus_per_worker)))}},
             ),
         )
+        started = time.perf_counter()
         result = trainer.fit()
+        wall_s = time.perf_counter() - started
     finally:
         if tail:
             tail.stop_event.set()
             tail.join()
-    starts = start_steps(run_dir)  # rank 0 logs one per attempt, so never empty after a fit
+    starts = _start_events(run_dir)  # rank 0 logs one per attempt, so never empty after a fit
+    device = starts[-1].get("device") if starts else None
     out = TrainResult(
         run_dir=str(run_dir),
         checkpoint_path=result.checkpoint.path,
         metrics=dict(result.metrics or {}),
-        resumed_from_step=starts[-1] if starts else 0,
+        resumed_from_step=starts[-1]["step"] if starts else 0,
+        usage=usage(device or ("cuda" if use_gpu else "cpu"), num_workers=num_workers, use_gpu=use_gpu,
+                    cpus_per_worker=cpus_per_worker, wall_s=wall_s),
     )
     result_file.write_text(json.dumps({**out.__dict__, "config_hash": cfg.config_hash()}))
     return out
 
+
+def usage(device: str, *, num_workers: int, use_gpu: bool, cpus_per_worker: float, wall_s: float) -> dict:
+    """What one training call held and for how long (this call's fit, Ray startup included; an
+    earlier, interrupted attempt of the same run is not in it). On GPUs `device_hours` is
+    GPU-hours; on CPUs it is worker-hours (one worker = `cpus_per_worker` CPUs), labelled so."""
+    gpus = num_workers if use_gpu else 0
+    return {
+        "device": device, "num_workers": num_workers, "gpus": gpus, "cpus_per_worker": cpus_per_worker,
+        "wall_s": round(wall_s, 3), "device_hours": (gpus or num_workers) * wall_s / 3600,
+        "device_hours_unit": "gpu-hours" if gpus else "cpu-worker-hours",
+    }

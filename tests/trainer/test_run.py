@@ -37,6 +37,12 @@ def test_relaunch_with_the_same_name_continues_from_the_last_checkpoint(ray_sess
     result = train(cfg, storage_path=tmp_path, name="relaunched", max_failures=0)
     assert result.resumed_from_step == 20 and result.metrics["step"] == 40
     assert _starts(tmp_path / "relaunched") == [0, 20]
+    # per-run accounting: what this training call held, on CPU in worker-hours
+    use = result.usage
+    assert (use["device"], use["num_workers"], use["gpus"], use["device_hours_unit"]) == ("cpu", 1, 0, "cpu-worker-hours")
+    assert use["wall_s"] > 0 and use["device_hours"] == pytest.approx(use["wall_s"] / 3600, rel=1e-3)
+    assert json.loads((tmp_path / "relaunched" / "result.json").read_text())["usage"] == use
     # a finished run is not trained again
     again = train(cfg, storage_path=tmp_path, name="relaunched")
     assert again.checkpoint_path == result.checkpoint_path and _starts(tmp_path / "relaunched") == [0, 20]
+    assert again.usage == use
