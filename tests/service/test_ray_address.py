@@ -168,6 +168,15 @@ def test_dispatcher_joins_the_cluster_once_it_appears(tmp_path):
     assert proc.returncode == 0, output[-4000:]
 
 
+def test_train_cli_with_an_unreachable_address_is_one_clear_line(tmp_path):
+    address = f"127.0.0.1:{_closed_port()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SNRLAB_RAY_ADDRESS": address}
+    r = subprocess.run([sys.executable, "-m", "service", "train", "--steps", "1", "--storage", str(tmp_path)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert f"error unreachable at {address}: Connection refused" in r.stderr and "Traceback" not in r.stderr
+
+
 # ---------------------------------------------------------------- settings
 def test_a_cluster_address_with_the_node_local_default_data_dir_is_refused(monkeypatch, tmp_path):
     monkeypatch.delenv("SNRLAB_DATA_DIR", raising=False)
