@@ -156,6 +156,15 @@ def grid(lb: dict, metric: str, sampler: str | None = None) -> dict[tuple[int, i
     return dict(out)
 
 
+def label(name: str, columns) -> str:
+    """A study names weightings bare (`min_snr`); the leaderboard labels them with their
+    parameters (`min_snr(gamma=5)`). Returns the column meant (the name itself if none matches)."""
+    if name in columns:
+        return name
+    matches = [c for c in columns if c.startswith(f"{name}(")]
+    return matches[0] if len(matches) == 1 else name
+
+
 def caption(lb: dict, metric: str) -> str:
     for row in lb["rows"]:
         if row["metric"] == metric:
@@ -255,6 +264,10 @@ class Report:
             if board is None or not board["rows"]:
                 self.verdict(section, "inconclusive", f"experiment {section.experiment} has no results yet.")
                 continue
+            columns = set(board["columns"]) | {r["weighting"] for r in (self.exps[section.experiment] or {}).get("runs", [])}
+            section = section.model_copy(update={
+                "baseline": label(section.baseline, columns), "method": label(section.method, columns),
+                "weightings": [label(w, columns) for w in section.weightings]})
             getattr(self, f"_{section.kind}")(section, board)
         summary = ["## Summary", "", "| claim | verdict | why |", "|---|---|---|"]
         summary += [f"| {title} | **{v}** | {reason} |" for title, v, reason in self.verdicts]

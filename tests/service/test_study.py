@@ -31,10 +31,19 @@ STUDY = {
         {"id": "A", "kind": "training_length", "title": "length", "claim": "debias wins", "experiment": "A", "metric": "fd_digits"},
         {"id": "C", "kind": "colour_shift", "title": "colour", "claim": "debias shifts less", "experiment": "C"},
         {"id": "D", "kind": "bias_analysis", "title": "bias", "claim": "debias less biased", "experiment": "A"},
-        {"id": "E", "kind": "variants", "title": "variants", "claim": "floor never worse", "experiment": "A",
-         "metric": "fd_digits", "weightings": ["debias_floor", "debias"]},
+        {"id": "E", "kind": "variants", "title": "variants", "claim": "clip never worse", "experiment": "A",
+         "metric": "fd_digits", "weightings": ["debias_clip", "debias"]},
     ],
 }
+
+
+def test_bare_weighting_names_find_their_labelled_columns():
+    from service.study import label
+
+    columns = ["constant", "min_snr(gamma=5)", "p2(gamma=1,k=1)", "p2(gamma=2,k=1)"]
+    assert label("min_snr", columns) == "min_snr(gamma=5)" and label("constant", columns) == "constant"
+    assert label("p2", columns) == "p2"  # ambiguous: left as named, shown as missing rather than guessed
+    assert label("min_snr(gamma=5)", columns) == "min_snr(gamma=5)"
 
 
 def test_compare_needs_two_standard_errors_and_two_seeds():
@@ -81,9 +90,9 @@ def _record(session_factory, settings, spec: dict, values) -> str:
 
 
 def _fd(weighting, seed, step, t, metric):
-    # debias starts worse and overtakes constant by the final checkpoint; the floor never loses
+    # debias starts worse and overtakes constant by the final checkpoint; the clip never loses
     final = step is None
-    base = {"constant": 100.0, "debias": 80.0 if final else 150.0, "debias_floor": 80.0 if final else 100.0}[weighting]
+    base = {"constant": 100.0, "debias": 80.0 if final else 150.0, "debias_clip(cap=4)": 80.0 if final else 100.0}[weighting]
     return base + t + seed  # seeds 0, 1, 2: std 1
 
 
@@ -93,7 +102,7 @@ def _colour(weighting, seed, step, t, metric):
 
 def test_report_is_built_from_the_leaderboard(client, auth, session_factory, settings, tmp_path):
     specs = {
-        "A": {**BASE, "name": "mini-A", "weightings": [{"name": "constant"}, {"name": "debias"}, {"name": "debias_floor"}]},
+        "A": {**BASE, "name": "mini-A", "weightings": [{"name": "constant"}, {"name": "debias"}, {"name": "debias_clip"}]},
         "C": {**BASE, "name": "mini-C", "datasets": [{"name": "colors"}], "weightings": [{"name": "constant"}, {"name": "debias"}],
               "evaluation": {**BASE["evaluation"], "at_steps": [], "metrics": ["color_mean_shift"], "steps": [2, 5]}},
     }
@@ -118,9 +127,10 @@ def test_report_is_built_from_the_leaderboard(client, auth, session_factory, set
     # D: from analyses.json, averaged over seeds
     assert verdicts["D"][0] == "reproduced" and "9.00" in verdicts["D"][1] and "1.50" in verdicts["D"][1]
     assert "| constant | 800–950 | 4/20 |" in text and "| debias | 950–950 | 1/20 |" in text
-    # E: debias_floor ties constant at 50 steps and wins at 100; debias loses at 50
-    assert verdicts["E"][0] == "goal met" and "debias_floor" in verdicts["E"][1] and "debias," not in verdicts["E"][1]
-    assert "| debias_floor | 2 | 2 | 0 | 0 | yes |" in text and "| debias | 2 | 0 | 2 | 0 | no |" in text
+    # E: debias_clip (named bare in the study, labelled with its cap on the board) ties constant
+    # at 50 steps and wins at 100; debias loses at 50
+    assert verdicts["E"][0] == "goal met" and "debias_clip(cap=4)" in verdicts["E"][1] and "debias," not in verdicts["E"][1]
+    assert "| debias_clip(cap=4) | 2 | 2 | 0 | 0 | yes |" in text and "| debias | 2 | 0 | 2 | 0 | no |" in text
     # the summary leads, figures exist and are linked
     assert text.index("## Summary") < text.index("## A.")
     for name in ("mini_A_vs_training.png", "mini_C_color_mean_shift.png", "mini_D_mse_vs_t.png", "mini_D_one_step_constant.png"):
