@@ -331,7 +331,7 @@ def leaderboard(
         versions.add(version)
         columns.add(weighting)
     rows = []
-    for (ds, chash, train_step, t, row_metric, row_sampler, _fp, _ref), by_w in sorted(cells.items()):
+    for (ds, chash, train_step, t, row_metric, row_sampler, fp, _ref), by_w in sorted(cells.items()):
         row_cells = {}
         for w, rs in by_w.items():
             vals = [r[0] for r in rs]
@@ -346,6 +346,7 @@ def leaderboard(
         if best is not None:
             row_cells[best].best = True
         rows.append(schemas.LeaderboardRow(dataset=ds, train_step=train_step, num_steps=t, metric=row_metric, sampler=row_sampler,
+                                           extractor_fingerprint=fp or None,
                                            config_hash=chash, cells=row_cells, best=best))
     return schemas.Leaderboard(
         train_steps=train_steps, metric=metric, sampler=sampler, dataset=dataset, lower_is_better=lower_is_better,

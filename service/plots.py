@@ -58,7 +58,8 @@ def metric_vs_training(rows: Sequence[Mapping], columns: Sequence[str], *, metri
     for i, T in enumerate(ts):
         ax = fig.add_subplot(1, len(ts), i + 1)
         for w in columns:
-            pts = sorted((r["train_step"], r["cells"][w]) for r in rows if r["num_steps"] == T and w in r["cells"])
+            pts = sorted(((r["train_step"], r["cells"][w]) for r in rows if r["num_steps"] == T and w in r["cells"]),
+                         key=lambda p: p[0])
             if pts:
                 ax.errorbar([s for s, _ in pts], [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts],
                             marker="o", ms=3, capsize=2, label=w, lw=1.2)

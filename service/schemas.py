@@ -310,6 +310,8 @@ class LeaderboardRow(BaseModel):
     metric: str
     sampler: str
     config_hash: str = Field(description="hash of the training setup shared by the row's cells (seed and weighting excluded)")
+    extractor_fingerprint: str | None = Field(default=None, description="the feature extractor every cell of the row was "
+                                              "scored with; cells scored with another are in another row")
     cells: dict[str, LeaderboardCell]
     best: str | None
 

@@ -145,12 +145,27 @@ def compare(a: Cell | None, b: Cell | None, lower_is_better: bool = True) -> str
 SYMBOL = {"better": "**better**", "worse": "worse", "tie": "tie", "n/a": "n/a"}
 
 
-def grid(lb: dict, metric: str, sampler: str | None = None) -> dict[tuple[int, int], dict[str, Cell]]:
-    """{(train_step, T): {weighting: Cell}} for one metric of a leaderboard."""
+def comparable_rows(lb: dict, metric: str, sampler: str | None = None, excluded: list[str] | None = None) -> list[dict]:
+    """The leaderboard rows of one metric scored by one feature extractor (the one behind most
+    results): cells of another extractor copy (e.g. a classifier trained twice in a race) are not
+    comparable; they are left out and described in `excluded`."""
+    rows = [r for r in lb["rows"] if r["metric"] == metric and (not sampler or r["sampler"] == sampler)]
+    count: dict[str | None, int] = defaultdict(int)
+    for r in rows:
+        count[r.get("extractor_fingerprint")] += sum(c["n"] for c in r["cells"].values())
+    keep = max(count, key=count.get) if count else None
+    for row in rows:
+        if row.get("extractor_fingerprint") != keep and excluded is not None:
+            excluded += [f"{metric} of {w} at {row['train_step']} steps, T={row['num_steps']} ({c['n']} result(s), extractor "
+                         f"{row.get('extractor_fingerprint')} instead of {keep})" for w, c in row["cells"].items()]
+    return [r for r in rows if r.get("extractor_fingerprint") == keep]
+
+
+def grid(lb: dict, metric: str, sampler: str | None = None, excluded: list[str] | None = None,
+         ) -> dict[tuple[int, int], dict[str, Cell]]:
+    """{(train_step, T): {weighting: Cell}} for one metric of a leaderboard (comparable rows only)."""
     out: dict[tuple[int, int], dict[str, Cell]] = defaultdict(dict)
-    for row in lb["rows"]:
-        if row["metric"] != metric or (sampler and row["sampler"] != sampler):
-            continue
+    for row in comparable_rows(lb, metric, sampler, excluded):
         for w, c in row["cells"].items():
             out[(row["train_step"], row["num_steps"])][w] = Cell.of(c)
     return dict(out)
@@ -227,6 +242,7 @@ class Report:
         self.figures_dir, self.figures_link = figures_dir, figures_link.rstrip("/")
         self.out: list[str] = []
         self.verdicts: list[tuple[str, str, str]] = []
+        self.excluded: list[str] = []
         self.exps: dict[str, dict | None] = {k: source.experiment_for(spec) for k, spec in specs.items()}
         self.boards = {k: source.leaderboard(e["id"]) for k, e in self.exps.items() if e is not None}
 
@@ -271,6 +287,9 @@ class Report:
             getattr(self, f"_{section.kind}")(section, board)
         summary = ["## Summary", "", "| claim | verdict | why |", "|---|---|---|"]
         summary += [f"| {title} | **{v}** | {reason} |" for title, v, reason in self.verdicts]
+        if self.excluded:
+            summary += ["", "Left out as not comparable (scored with another copy of the feature extractor):", ""]
+            summary += [f"- {e}" for e in sorted(set(self.excluded))]
         self.out[body_start:body_start] = summary + [""]
         return "\n".join(self.out).rstrip() + "\n"
 
@@ -287,14 +306,14 @@ class Report:
 
     def _training_length(self, section: Section, board: dict) -> None:
         metric = section.metric or board["rows"][0]["metric"]
-        cells = grid(board, metric)
+        cells = grid(board, metric, excluded=self.excluded)
         steps = sorted({s for s, _ in cells})
         ts = sorted({t for _, t in cells})
         weightings = [w for w in board["columns"]]
         from service.plots import metric_vs_training
 
         path, link = self.fig(f"{self.study.name}_{section.id}_vs_training.png")
-        path.write_bytes(metric_vs_training([r for r in board["rows"] if r["metric"] == metric], board["columns"],
+        path.write_bytes(metric_vs_training(comparable_rows(board, metric), board["columns"],
                                             metric=metric, title=f"{metric} against training steps"))
         self.p(f"![{metric} against training steps]({link})", "", f"Final checkpoint ({steps[-1]} steps); {caption(board, metric)}:", "")
         self._table(cells, weightings, "T", [(steps[-1], t) for t in ts], lambda k: str(k[1]))
@@ -323,8 +342,8 @@ class Report:
 
     def _hybrid(self, section: Section, board: dict) -> None:
         metric = section.metric or board["rows"][0]["metric"]
-        hyb = grid(board, metric)
-        plain = grid(self.boards.get(section.compare_to, {"rows": []}), metric)
+        hyb = grid(board, metric, excluded=self.excluded)
+        plain = grid(self.boards.get(section.compare_to, {"rows": []}), metric, excluded=self.excluded)
         final = max(s for s, _ in hyb)
         ts = sorted({t for s, t in hyb if s == final})
         weightings = [w for w in board["columns"]]
@@ -355,7 +374,7 @@ class Report:
         metrics = [section.metric] if section.metric else sorted({r["metric"] for r in board["rows"]})
         outcome = []
         for metric in metrics:
-            cells = grid(board, metric)
+            cells = grid(board, metric, excluded=self.excluded)
             final = max(s for s, _ in cells)
             ts = sorted({t for s, t in cells if s == final})
             weightings = [w for w in board["columns"]]
@@ -436,22 +455,28 @@ class Report:
 
     def _variants(self, section: Section, board: dict) -> None:
         metric = section.metric or board["rows"][0]["metric"]
-        cells = grid(board, metric)
+        cells = grid(board, metric, excluded=self.excluded)
         keys = sorted(cells)
         base = section.baseline
         self.p(f"Goal: never worse than {base} at any (training steps, T) cell, better in at least one; "
                f"{caption(board, metric)}.", "", "| weighting | better | tie | worse | n/a | meets the goal |", "|---|---|---|---|---|---|")
-        winners = []
+        winners, complete = [], []
         for w in section.weightings:
             o = [compare(cells[k].get(w), cells[k].get(base)) for k in keys]
             ok = o.count("worse") == 0 and o.count("better") > 0 and o.count("n/a") == 0
             winners += [w] if ok else []
+            complete += [w] if o.count("n/a") == 0 else []
             self.p(f"| {w} | {o.count('better')} | {o.count('tie')} | {o.count('worse')} | {o.count('n/a')} | {'yes' if ok else 'no'} |")
         self.p("")
+        missing = [w for w in section.weightings if w not in complete]
+        pending = f" ({', '.join(missing)}: cells with fewer than two seeds, no verdict)" if missing else ""
         if winners:
-            self.verdict(section, "goal met", f"{', '.join(winners)} never lose to {base} in {len(keys)} cells and win some.")
+            self.verdict(section, "goal met", f"{', '.join(winners)} never lose to {base} in {len(keys)} cells and win some{pending}.")
+        elif not complete:
+            self.verdict(section, "inconclusive", f"no variant has two or more seeds in every cell yet{pending}.")
         else:
-            self.verdict(section, "goal not met", f"every variant loses to {base} in at least one of {len(keys)} cells (or wins none).")
+            self.verdict(section, "goal not met", f"{', '.join(complete)} each lose to {base} somewhere in {len(keys)} cells "
+                                                  f"or win none{pending}.")
 
 
 # ---------------------------------------------------------------- commands

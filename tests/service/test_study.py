@@ -166,3 +166,27 @@ def test_the_reproduction_specs_are_valid(path):
     else:
         spec = ExperimentSpec.model_validate(yaml.safe_load(path.read_text()))
         assert len(spec.training.seeds) == 3
+
+
+def test_cells_of_another_extractor_copy_are_left_out_and_listed(client, auth, session_factory, settings, tmp_path):
+    """Results scored by a different copy of the feature extractor are not comparable: the report
+    keeps the extractor behind most results and lists what it left out."""
+    spec = {**BASE, "name": "mini-A", "weightings": [{"name": "constant"}, {"name": "debias"}]}
+    study = {**STUDY, "experiments": {"A": "a.yaml"}, "sections": [STUDY["sections"][0]]}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(spec))
+    with session_scope(session_factory) as s:
+        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
+        for run in exp.runs:
+            crud.transition_run(s, run=run, to=RunStatus.TRAINING)
+            odd = run.weighting == "constant" and run.seed == 1
+            crud.record_results(s, run_id=run.id, results=[
+                {"train_step": 50, "num_steps": t, "sampler": "ddpm", "metric": "fd_digits", "value": 1000.0 if odd else 10.0 + run.seed,
+                 "extractor_fingerprint": "other" if odd else "main"} for t in (5, 20)])
+            crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+    loaded_study, specs = Study.load(tmp_path / "study.yaml")
+    report = Report(loaded_study, specs, Source(ApiClient(client, auth)), tmp_path / "figures", "figures")
+    text = report.render()
+    assert "fd_digits of constant at 50 steps, T=5 (1 result(s), extractor other instead of main)" in text
+    assert "| 5 | **11.0 ± 1.4** | **11.0 ± 1.0** |" in text  # constant: seeds 0 and 2 only; 1000.0 never averaged in
+    assert "1000" not in text
