@@ -130,10 +130,27 @@ def load_or_train_classifier(dataset_spec: dict, data_dir=None, device="cpu", *,
     test split, cached with both accuracies; later calls only load it."""
     path, key = classifier_path(dataset_spec, data_dir)
     if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        net = SmallClassifier(blob["meta"]["channels"], blob["meta"]["num_classes"])
-        net.load_state_dict(blob["state_dict"])
-        return ClassifierExtractor(net, blob["meta"], device)
+        return _load_classifier(path, device)
+    # one trainer per data dir: processes scoring at once (a study's runs) wait for the first
+    # instead of training copies whose results would not be comparable
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return _load_classifier(path, device)
+        return _train_classifier(path, key, dataset_spec, device, epochs=epochs, seed=seed)
+
+
+def _load_classifier(path: Path, device) -> ClassifierExtractor:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    net = SmallClassifier(blob["meta"]["channels"], blob["meta"]["num_classes"])
+    net.load_state_dict(blob["state_dict"])
+    return ClassifierExtractor(net, blob["meta"], device)
+
+
+def _train_classifier(path: Path, key: dict, dataset_spec: dict, device, *, epochs: int, seed: int) -> ClassifierExtractor:
     from trainer.data import load_dataset
 
     spec = dict(dataset_spec)
@@ -164,7 +181,12 @@ def load_or_train_classifier(dataset_spec: dict, data_dir=None, device="cpu", *,
                 "resolution": train.resolution, "train_accuracy": acc(train), "test_accuracy": acc(test),
                 "num_train": len(train), "num_test": len(test) if test is not train else 0, "epochs": epochs,
                 "train_fingerprint": train.fingerprint, "train_seconds": round(time.time() - t0, 2)}
-    meta["fingerprint"] = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    # the fingerprint names the weights (and what they were trained on), never the run time
+    h = hashlib.sha1(json.dumps({k: v for k, v in meta.items() if k != "train_seconds"}, sort_keys=True).encode())
+    for name, tensor in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    meta["fingerprint"] = h.hexdigest()[:16]
     part = path.with_suffix(f".{time.time_ns()}.part")
     torch.save({"state_dict": net.state_dict(), "meta": meta}, part)
     part.replace(path)
