@@ -110,8 +110,13 @@ class SnapshotScorer(threading.Thread):
             self.state["results"] = self.results
 
     def run(self) -> None:
+        import torch
+
         from trainer.checkpoint import list_snapshots
 
+        # this actor reserves no CPU: one thread, so scoring beside the run's own training never
+        # oversubscribes the node (OpenMP threads stall badly when the cores are all taken)
+        torch.set_num_threads(1)
         try:
             while True:
                 final = self.stop.is_set()
