@@ -187,6 +187,8 @@ class Dispatcher:
             self._ingest_metrics(s, run, attempt)
             if state.checkpoint_path:
                 run.checkpoint_path = state.checkpoint_path
+            if (state.extra or {}).get("usage"):  # device, workers, wall time, device-hours of the training
+                run.usage = state.extra["usage"]
             if state.results and state.phase in ("training", "evaluating"):
                 # intermediate checkpoints (evaluation.at_steps) are scored while training goes on
                 crud.record_results(s, run_id=run.id, results=state.results, default_train_step=run.total_steps)

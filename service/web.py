@@ -388,6 +388,9 @@ def run_page(run_id: str, request: Request, session: SessionDep, settings: Setti
             f"{escape(run.weighting)} · seed {run.seed} · status <b>{run.status}</b> · step {run.current_step}/{run.total_steps}</p>"
             + (f"<p class='err'>{plain_error(run.error)}</p>" if run.error else "")
             + (f"<ul>{attempts}</ul>" if attempts else "")
+            + (f"<p class='muted usage'>training: {escape(str(run.usage.get('device')))} × {run.usage.get('num_workers')}, "
+               f"{run.usage.get('wall_s', 0):.0f} s, {run.usage.get('device_hours', 0):.4f} "
+               f"{escape(str(run.usage.get('device_hours_unit', 'device-hours')))}</p>" if run.usage else "")
             + (f"<h2>Results</h2><table><tr><th>metric</th><th>sampler</th><th>T</th><th>value</th><th>num_gen</th>"
                f"<th>extractor</th></tr>{res}</table>" if res else "")
             + f"<h2>Training loss by timestep quartile</h2><img src='/runs/{run_id}/loss.png' alt='loss by quartile'>"

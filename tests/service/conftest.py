@@ -155,6 +155,7 @@ class FakeJob:
         self.phase = "training"
         self.error: str | None = None
         self.results: list[dict] | None = None
+        self.extra: dict = {}
         self.cancelled = False
         self.released = False
 
@@ -186,7 +187,7 @@ class FakeExecutor:
         j = self.jobs.get(name)
         if j is None or j.cancelled or j.released:
             return JobState(phase="lost", error="gone")
-        return JobState(phase=j.phase, error=j.error, results=j.results)
+        return JobState(phase=j.phase, error=j.error, results=j.results, extra=j.extra)
 
     def cancel(self, name: str) -> None:
         if name in self.jobs:

@@ -80,8 +80,10 @@ def test_happy_path_streams_metrics_and_records_results_once(submit, dispatcher,
     assert run.current_step == 50 and run.latest_metrics["loss"] == pytest.approx(1 / 51)
     assert run.attempts[0].start_step == 25 and run.started_at is not None
     fake_executor.job_for(r1).phase = "evaluating"
+    fake_executor.job_for(r1).extra = {"usage": {"device": "cpu", "num_workers": 1, "wall_s": 12.0, "cpu_worker_hours": 0.0033}}
     d.tick()
     assert run_of(session_factory, r1).status == "evaluating"
+    assert run_of(session_factory, r1).usage["wall_s"] == 12.0  # recorded with the run (GET /runs/{id}: usage)
     fake_executor.write_metrics(r1, [75, 100])
     fake_executor.succeed(r1)
     d.tick()

@@ -118,6 +118,7 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
             assert all(c["n"] == 1 and c["mean"] > 0 for c in row["cells"].values())
         run = c.get(f"/runs/{exp['run_ids'][0]}").json()
         assert run["current_step"] == 100 and run["checkpoint_path"] and len(run["attempts"]) == 1
+        assert run["usage"]["device"] == "cpu" and run["usage"]["wall_s"] > 0  # accounting recorded with the run
         metrics = c.get(f"/runs/{run['id']}/metrics").json()["points"]
         assert [p["step"] for p in metrics] == [25, 50, 75, 100] and "mse_q0" in metrics[-1]["values"]
         results = c.get(f"/runs/{run['id']}/results").json()["results"]

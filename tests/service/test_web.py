@@ -94,6 +94,7 @@ def test_run_page_embeds_artifacts_and_results(client, auth, done):
     rid = done["run_ids"][0]
     page = client.get(f"/runs/{rid}", headers=auth).text
     assert f"/runs/{rid}/artifacts/samples_by_T.png" in page and "fd_digits" in page
+    assert "training: cpu × 1, 30 s, 0.0083 cpu-worker-hours" in page
     assert client.get(f"/runs/{rid}/artifacts/../../x", headers=auth).status_code == 404
     assert client.get("/runs/run_nope", headers=auth).status_code == 404
 

@@ -29,6 +29,8 @@ def finished_experiment(session_factory, settings, executor, make_spec, *, fail_
         executor.write_metrics(rid, [10, 50, 100], mse_q0=0.5 + i / 10, mse_q1=0.2, mse_q2=0.1, mse_q3=0.05)
         job = executor.job_for(rid)
         job.phase = "succeeded"
+        job.extra = {"usage": {"device": "cpu", "num_workers": 1, "wall_s": 30.0 + i, "device_hours": (30.0 + i) / 3600,
+                               "device_hours_unit": "cpu-worker-hours"}}
         base = 10.0 * (WEIGHTINGS.index(w.split("(")[0]) + 1) + 1.7 * seed
         job.results = [
             {"num_steps": t, "sampler": "ddpm", "metric": m, "value": (base + 100 / t) * (0.01 if m != "fd_digits" else 1),
