@@ -11,6 +11,11 @@ case "$role" in
   serve)
     : "${SNRLAB_DATABASE_URL:?SNRLAB_DATABASE_URL must be set}"
     snrlab db upgrade
+    if [ -n "${SNRLAB_RAY_ADDRESS:-}" ] && [ "${SNRLAB_RAY_ADDRESS#ray://}" = "$SNRLAB_RAY_ADDRESS" ]; then
+      # a Ray driver joins a cluster by host:port from one of its nodes: this container becomes a
+      # node that offers no CPUs or GPUs, so it runs the API and no training
+      ray start --address="$SNRLAB_RAY_ADDRESS" --num-cpus=0 --num-gpus=0 --disable-usage-stats
+    fi
     exec snrlab serve --host 0.0.0.0 --port "${SNRLAB_PORT:-8000}" "$@"
     ;;
   ray-head)

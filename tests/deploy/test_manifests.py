@@ -86,3 +86,23 @@ def test_dockerfile_builds_one_image_from_the_project():
     text = (ROOT / "deploy/Dockerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11" in text
     assert "pip install ." in text and 'ENTRYPOINT ["snrlab-entrypoint"]' in text
+
+
+def test_serve_joins_a_cluster_as_a_node_without_cpus(tmp_path):
+    """A Ray driver joins by host:port only from a node of the cluster: with SNRLAB_RAY_ADDRESS the
+    serve role first starts a 0-CPU node there. `ray` and `snrlab` are stand-ins that record
+    their arguments (this checks the script's logic; test_multinode drives real clusters)."""
+    log = tmp_path / "calls"
+    for name in ("ray", "snrlab"):
+        stub = tmp_path / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "SNRLAB_DATABASE_URL": "sqlite:///x.db"}
+    for address, joins in (("ray-head:6379", True), ("ray://ray-head:10001", False), (None, False)):
+        log.unlink(missing_ok=True)
+        run_env = {k: v for k, v in env.items() if k != "SNRLAB_RAY_ADDRESS"} | ({"SNRLAB_RAY_ADDRESS": address} if address else {})
+        res = subprocess.run(["bash", str(ROOT / "deploy/entrypoint.sh"), "serve"], capture_output=True, text=True, env=run_env, timeout=60)
+        calls = log.read_text().splitlines()
+        assert res.returncode == 0 and calls[0] == "snrlab db upgrade" and calls[-1].startswith("snrlab serve --host 0.0.0.0")
+        started = [c for c in calls if c.startswith("ray start")]
+        assert started == ([f"ray start --address={address} --num-cpus=0 --num-gpus=0 --disable-usage-stats"] if joins else [])
