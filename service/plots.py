@@ -64,6 +64,10 @@ def metric_vs_training(rows: Sequence[Mapping], columns: Sequence[str], *, metri
                 ax.errorbar([s for s, _ in pts], [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts],
                             marker="o", ms=3, capsize=2, label=w, lw=1.2)
         ax.set_xscale("log")
+        steps = sorted({r["train_step"] for r in rows if r["num_steps"] == T})
+        if steps:  # the evaluated checkpoints as ticks, not log-scale minor labels
+            ax.set_xticks(steps, [str(x) for x in steps])
+            ax.xaxis.set_minor_locator(__import__("matplotlib.ticker").ticker.NullLocator())
         ax.set_title(f"T = {T}", fontsize=9)
         ax.set_xlabel("training steps", fontsize=8)
         ax.tick_params(labelsize=7)
