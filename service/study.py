@@ -124,9 +124,14 @@ class Cell:
     def of(cls, c: dict) -> Cell:
         return cls(c["mean"], c["std"], c["n"])
 
-    def text(self, digits: int = 1) -> str:
-        spread = f"{self.std:.{digits}f}" if self.n > 1 else "–"
-        return f"{self.mean:.{digits}f} ± {spread}"
+    def text(self) -> str:
+        spread = _num(self.std, self.mean) if self.n > 1 else "–"
+        return f"{_num(self.mean, self.mean)} ± {spread}"
+
+
+def _num(x: float, scale: float) -> str:
+    """One decimal for FD-sized values, three significant digits for colour shifts (0.0123)."""
+    return f"{x:.1f}" if abs(scale) >= 10 else f"{x:.2f}" if abs(scale) >= 1 else f"{x:.3g}" if abs(scale) >= 1e-3 else f"{x:.2e}"
 
 
 def compare(a: Cell | None, b: Cell | None, lower_is_better: bool = True) -> str:
