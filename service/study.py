@@ -214,16 +214,6 @@ def _plt():
     return plt
 
 
-def figure_vs_T(cells: dict[str, dict[int, Cell]], metric: str, path: Path, title: str) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for w, by_t in sorted(cells.items()):
-        ts = sorted(by_t)
-        ax.errorbar(ts, [by_t[t].mean for t in ts], yerr=[by_t[t].std for t in ts], label=w, marker="o", ms=3, capsize=2)
-    ax.set_xscale("log"), ax.set_xlabel("sampling steps T"), ax.set_ylabel(metric), ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(path, dpi=90), plt.close(fig)
-
-
 def figure_mse_vs_t(curves: dict[str, dict], path: Path) -> None:
     """Fig. 4: MSE(eps_hat, eps) per weighting (mean over seeds) against the Initial curve."""
     plt = _plt()
@@ -386,8 +376,10 @@ class Report:
             self.p(f"{caption(board, metric)}:", "")
             self._table(cells, weightings, "T", [(final, t) for t in ts], lambda k: str(k[1]))
             path, link = self.fig(f"{self.study.name}_{section.id}_{metric}.png")
-            figure_vs_T({w: {t: cells[(final, t)][w] for t in ts if w in cells[(final, t)]} for w in weightings}, metric, path,
-                        f"{metric} at few sampling steps")
+            from service.plots import metric_vs_steps  # the leaderboard page's Fig. 7b plot
+
+            final_rows = [r for r in comparable_rows(board, metric) if r["train_step"] == final]
+            path.write_bytes(metric_vs_steps(final_rows, weightings, metric=metric, title=f"{metric} at few sampling steps"))
             self.p(f"![{metric} against T]({link})", "")
             outcome += [compare(cells[(final, t)].get(section.method), cells[(final, t)].get(section.baseline)) for t in ts]
         b, w = outcome.count("better"), outcome.count("worse")
