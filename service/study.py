@@ -202,6 +202,15 @@ def wall_time(exp: dict) -> str:
     return f"{seconds / 60:.0f} min"
 
 
+def study_wall_time(exps: list[dict]) -> str | None:
+    """From the first experiment's submission to the last one's end; None until all have ended."""
+    if not exps or not all(e.get("finished_at") for e in exps):
+        return None
+    start = min(datetime.fromisoformat(e["created_at"]) for e in exps)
+    end = max(datetime.fromisoformat(e["finished_at"]) for e in exps)
+    return f"{(end - start).total_seconds() / 60:.0f} min"
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -266,6 +275,9 @@ class Report:
                 self.p(f"| {key} | not submitted | – | – | – | `studies/{spec_file}` |")
             else:
                 self.p(f"| {key} | `{exp['id']}` | {exp['status']} | {len(exp['run_ids'])} | {wall_time(exp)} | `studies/{spec_file}` |")
+        total = study_wall_time([e for e in self.exps.values() if e is not None])
+        if total:
+            self.p("", f"The whole study, from its first submission to its last finished run: {total}.")
         self.p("", "Comparisons: a difference beyond two standard errors of the seed means counts as better or worse; "
                    "inside it, a tie. Lower is better for every metric here.", "")
         body_start = len(self.out)

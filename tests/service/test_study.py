@@ -16,7 +16,7 @@ from service import crud, paths
 from service.db import session_scope
 from service.lifecycle import RunStatus
 from service.schemas import ExperimentSpec
-from service.study import Cell, Report, Source, Study, compare
+from service.study import Cell, Report, Source, Study, compare, study_wall_time
 
 BASE = {
     "datasets": [{"name": "digits"}],
@@ -117,6 +117,7 @@ def test_report_is_built_from_the_leaderboard(client, auth, session_factory, set
     text = report.render()
 
     assert f"`{exp_a}` | succeeded | 9 |" in text
+    assert re.search(r"The whole study, from its first submission to its last finished run: \d+ min\.", text)
     # A: final table cells are the API's means and stds (T=5: constant 100+5+{0,1,2})
     assert "| 5 | 106.0 ± 1.0 | **86.0 ± 1.0** | **86.0 ± 1.0** |" in text  # ties are all bold
     assert re.search(r"\| 50 \| worse \| worse \|", text) and re.search(r"\| 100 \| \*\*better\*\* \| \*\*better\*\* \|", text)
@@ -145,7 +146,7 @@ def test_missing_experiments_are_reported_not_invented(client, auth, tmp_path):
         (tmp_path / STUDY["experiments"][key]).write_text(yaml.safe_dump(spec))
     study, loaded = Study.load(tmp_path / "study.yaml")
     text = Report(study, loaded, Source(ApiClient(client, auth)), tmp_path / "figures", "figures").render()
-    assert "| A | not submitted |" in text
+    assert "| A | not submitted |" in text and "The whole study" not in text
     assert text.count("**Verdict: inconclusive.** experiment") == 4
 
 
@@ -190,3 +191,10 @@ def test_cells_of_another_extractor_copy_are_left_out_and_listed(client, auth, s
     assert "fd_digits of constant at 50 steps, T=5 (1 result(s), extractor other instead of main)" in text
     assert "| 5 | **11.0 ± 1.4** | **11.0 ± 1.0** |" in text  # constant: seeds 0 and 2 only; 1000.0 never averaged in
     assert "1000" not in text
+
+
+def test_study_wall_time_spans_all_experiments_and_waits_for_the_last():
+    a = {"created_at": "2026-11-26T10:00:00", "finished_at": "2026-11-26T11:00:00"}
+    b = {"created_at": "2026-11-26T10:01:00", "finished_at": "2026-11-26T11:30:00"}
+    assert study_wall_time([a, b]) == "90 min"
+    assert study_wall_time([a, {**b, "finished_at": None}]) is None and study_wall_time([]) is None
