@@ -3,6 +3,7 @@ submit / list / show / cancel / leaderboard (talk to SNRLAB_URL with SNRLAB_TOKE
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -270,6 +271,13 @@ def cancel(experiment_id: str) -> None:
     _run_cli(go)
 
 
+def _num(x: float) -> str:
+    """Four significant digits, trailing zeros kept (486.7, 1265, 5.000, 0.02400)."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.{max(0, 3 - math.floor(math.log10(abs(x))))}f}"
+
+
 def leaderboard(
     dataset: Optional[str] = typer.Option(None),
     metric: Optional[str] = typer.Option(None),
@@ -281,15 +289,21 @@ def leaderboard(
         params = {k: v for k, v in dict(dataset=dataset, metric=metric, sampler=sampler).items() if v}
         lb = _call("GET", "/leaderboard", params=params)
         direction = "lower" if lb["lower_is_better"] else "higher"
-        table = Table("dataset", "T", "metric", "sampler", *lb["columns"], title=f"{metric or 'all metrics'} ({direction} is better)")
+        # A key that is the same on every row goes to the title, so the table fits a terminal.
+        keys = ("dataset", "metric", "sampler")
+        same = {k: {r[k] for r in lb["rows"]} for k in keys}
+        shown = [k for k in keys if len(same[k]) != 1]
+        fixed = [next(iter(same[k])) for k in keys if len(same[k]) == 1]
+        title = f"{' · '.join(fixed) or metric or 'all metrics'} ({direction} is better; mean ± std (seeds))"
+        table = Table(*shown, "T", *lb["columns"], title=title)
         for row in lb["rows"]:
             cells = []
             for col in lb["columns"]:
                 c = row["cells"].get(col)
-                spread = f"{c['std']:.3f}" if c and c["n"] > 1 else "–"
-                text = "" if c is None else f"{c['mean']:.3f} ± {spread} ({c['n']})"
+                spread = _num(c["std"]) if c and c["n"] > 1 else "–"
+                text = "" if c is None else f"{_num(c['mean'])} ± {spread} ({c['n']})"
                 cells.append(f"[bold green]{text}[/bold green]" if c and c["best"] else text)
-            table.add_row(row["dataset"], str(row["num_steps"]), row["metric"], row["sampler"], *cells)
+            table.add_row(*(row[k] for k in shown), str(row["num_steps"]), *cells)
         console().print(table)
         prov = lb["provenance"]
         console().print(f"experiments: {', '.join(prov['experiment_ids']) or '-'}; config hashes: "

@@ -104,3 +104,11 @@ def test_client_commands_against_a_live_server(settings, engine, token, make_spe
         cancelled = runner.invoke(app, ["cancel", new_id])
         assert cancelled.exit_code == 0
         assert runner.invoke(app, ["show", "exp_missing"]).exit_code == 1
+
+
+@pytest.mark.parametrize("value, text", [(486.698, "486.7"), (1264.952, "1265"), (5.0, "5.000"), (0.024, "0.02400"),
+                                         (-3.14159, "-3.142"), (0.0, "0")])
+def test_leaderboard_numbers_keep_four_significant_digits(value, text):
+    from service.commands import _num
+
+    assert _num(value) == text
