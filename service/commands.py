@@ -50,7 +50,13 @@ def serve(
     except StorageNotShared as e:
         err().print(f"[red]error[/red] {e}", soft_wrap=True)
         raise typer.Exit(2)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level)
+    from trainer.raysession import stop_local_cluster
+
+    try:
+        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level)
+    finally:  # uvicorn re-raises the SIGINT/SIGTERM it caught once it has shut down
+        if settings.ray_address is None:
+            stop_local_cluster()  # the local Ray this process started, its node agents included
 
 
 @db_app.command("upgrade")
@@ -294,14 +300,17 @@ def leaderboard(
         same = {k: {r[k] for r in lb["rows"]} for k in keys}
         shown = [k for k in keys if len(same[k]) != 1]
         fixed = [next(iter(same[k])) for k in keys if len(same[k]) == 1]
-        title = f"{' · '.join(fixed) or metric or 'all metrics'} ({direction} is better; mean ± std (seeds))"
+        ns = {c["n"] for r in lb["rows"] for c in r["cells"].values()}
+        one_n = next(iter(ns)) if len(ns) == 1 else None  # the same seed count everywhere: say it once
+        cell_form = f"mean ± std, {one_n} seed{'s' if one_n != 1 else ''}" if one_n else "mean ± std (seeds)"
+        title = f"{' · '.join(fixed) or metric or 'all metrics'} ({direction} is better; {cell_form})"
         table = Table(*shown, "T", *lb["columns"], title=title)
         for row in lb["rows"]:
             cells = []
             for col in lb["columns"]:
                 c = row["cells"].get(col)
                 spread = _num(c["std"]) if c and c["n"] > 1 else "–"
-                text = "" if c is None else f"{_num(c['mean'])} ± {spread} ({c['n']})"
+                text = "" if c is None else f"{_num(c['mean'])} ± {spread}" + ("" if one_n else f" ({c['n']})")
                 cells.append(f"[bold green]{text}[/bold green]" if c and c["best"] else text)
             table.add_row(*(row[k] for k in shown), str(row["num_steps"]), *cells)
         console().print(table)

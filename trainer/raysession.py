@@ -87,3 +87,95 @@ def quiet_worker_logs() -> None:
         dlog.set_verbosity_error()  # "install accelerate" notice on every from_pretrained
     except ImportError:
         pass
+
+
+# ---------------------------------------------------------------- stopping a local cluster
+AGENT_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int | str) -> tuple[int, int] | None:
+    """(ppid, session id) from /proc/<pid>/stat, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()  # after "(comm)": state ppid pgrp session
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[3])
+
+
+def local_agents(pid: int | None = None) -> list[int]:
+    """Ray node agents of the local cluster started by process `pid` (default: this one): those
+    whose raylet is its child, and those of its session whose raylet is already gone."""
+    pid = os.getpid() if pid is None else pid
+    sid = os.getsid(pid)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or not _cmdline(int(entry)).startswith(AGENT_TITLES):
+            continue
+        st = _stat(entry)
+        if st is None:
+            continue
+        parent = _stat(st[0])
+        ours = parent is not None and parent[0] == pid  # its raylet is our child
+        orphan = st[1] == sid and not _cmdline(st[0]).split(" ", 1)[0].endswith("/raylet")
+        if ours or orphan:
+            found.append(int(entry))
+    return found
+
+
+def reap(pids: list[int], grace_s: float) -> list[int]:
+    """Wait up to grace_s for the agent processes to exit, then SIGKILL those still there (checked
+    by title, so a reused pid is never touched). Returns the pids it killed."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + grace_s
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if _cmdline(p).startswith(AGENT_TITLES)]
+    killed = []
+    for p in alive:
+        if _cmdline(p).startswith(AGENT_TITLES):
+            try:
+                os.kill(p, signal.SIGKILL)
+                killed.append(p)
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def stop_local_cluster(grace_s: float = 10.0) -> list[int]:
+    """ray.shutdown() of the local cluster this process started, and make sure its node agents
+    go with it. Ray's dashboard and runtime-env agents outlive their raylet when `snrlab serve`
+    stops (reparented to init, deaf to SIGTERM; seen every time the service was stopped with
+    Ctrl-C). They are found first, then handed to a detached reaper process (this one may not
+    survive Ray's teardown after a signal) that gives them grace_s to exit and kills the rest.
+    Returns the agents handed over. Only for a cluster this process started: a joined
+    cluster's agents belong to someone else."""
+    import subprocess
+    import sys
+
+    import ray
+
+    agents = local_agents()
+    if agents:
+        subprocess.Popen([sys.executable, "-m", "trainer.raysession", str(grace_s), *map(str, agents)],
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if ray.is_initialized():
+        ray.shutdown()
+    return agents
+
+
+if __name__ == "__main__":  # the reaper: python -m trainer.raysession GRACE_S PID...
+    import sys
+
+    reap([int(p) for p in sys.argv[2:]], float(sys.argv[1]))

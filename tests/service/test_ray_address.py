@@ -315,3 +315,46 @@ def test_an_actor_death_with_every_node_alive_is_a_failure_not_a_lost_node(ray_s
 
     assert _node_loss(ActorDiedError(), _dead_nodes(), wait_s=0) is None
     assert _node_loss(ValueError("loss is NaN"), set(), wait_s=0) is None
+
+
+# ---------------------------------------------------------------- the real service, its own local Ray
+def test_serve_leaves_no_ray_processes_behind(tmp_path):
+    """`snrlab serve` with no address starts a local Ray; stopped with Ctrl-C (SIGINT) it takes all
+    of it down. Ray's dashboard and runtime-env agents used to outlive it, orphaned and deaf to
+    SIGTERM, every time (trainer.raysession.stop_local_cluster)."""
+    port = _closed_port()
+    env = {**os.environ, "SNRLAB_DATA_DIR": str(tmp_path / "data"), "SNRLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'snrlab.db'}",
+           "PYTHONPATH": str(ROOT)}
+    for key in ("RAY_ADDRESS", "SNRLAB_RAY_ADDRESS"):
+        env.pop(key, None)
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", "warning"],
+                            cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json().get("ray") == "local cluster":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            assert time.time() < deadline, "service did not get ready:\n" + log.read_text()[-3000:]
+            time.sleep(0.5)
+        deadline = time.time() + 60  # the agents start a moment after the raylet
+        while not any(_cmdline(p).startswith("ray::DashboardAgent") for p in _session_pids(proc.pid)):
+            assert time.time() < deadline, {p: _cmdline(p) for p in _session_pids(proc.pid)}
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        deadline = time.time() + 30  # stop_local_cluster gives the agents 10 s
+        while _session_pids(proc.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        left = {p: _cmdline(p) for p in _session_pids(proc.pid)}
+        assert not left, f"left behind: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        for pid in _session_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)

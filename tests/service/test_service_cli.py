@@ -92,7 +92,7 @@ def test_client_commands_against_a_live_server(settings, engine, token, make_spe
 
         board = runner.invoke(app, ["leaderboard", "--dataset", "digits", "--metric", "fd_digits"])
         assert board.exit_code == 0 and "constant" in board.stdout and "debias" in board.stdout
-        assert "5.000 ± – (1)" in board.stdout and exp_id in board.stdout
+        assert "5.000 ± –" in board.stdout and exp_id in board.stdout and "1 seed)" in board.stdout
 
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps(make_spec(weightings=[{"name": "nope"}])))
