@@ -57,30 +57,54 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _serve(tmp_path: Path, port: int, ray_address: str | None) -> tuple[subprocess.Popen, Path]:
+    """`snrlab serve` in a session of its own (so every process it starts can be found), on SQLite
+    under tmp_path; with no address it starts its own local Ray."""
+    env = {**os.environ, "SNRLAB_DATA_DIR": str(tmp_path / "data"), "SNRLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'snrlab.db'}",
+           "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    if ray_address is None:
+        env.pop("SNRLAB_RAY_ADDRESS", None)
+    else:
+        env["SNRLAB_RAY_ADDRESS"] = ray_address
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", "warning"],
+                            cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def _wait_for(proc: subprocess.Popen, log: Path, url: str, ok, timeout: float = 180) -> httpx.Response:
+    """GET url until ok(response); the service must stay up meanwhile."""
+    deadline = time.time() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            r = httpx.get(url, timeout=5)
+            if ok(r):
+                return r
+        except (httpx.HTTPError, ValueError):
+            pass
+        assert time.time() < deadline, f"service not ready at {url}:\n" + log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+    for pid in _session_pids(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------- the real service, real Ray (absent)
 def test_unreachable_address_serves_503_readiness_and_starts_no_local_ray(tmp_path):
     """`snrlab serve` with an address where nothing listens: up and answering, not ready, says
     why on /readyz and in its log, and no Ray process of its own anywhere in its session."""
     ray_port, port = _closed_port(), _closed_port()
     address = f"127.0.0.1:{ray_port}"
-    env = {**os.environ, "SNRLAB_RAY_ADDRESS": address, "SNRLAB_DATA_DIR": str(tmp_path / "data"),
-           "SNRLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'snrlab.db'}", "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log = _serve(tmp_path, port, address)
     try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-                if health.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "service did not start:\n" + log.read_text()[-3000:]
-            time.sleep(0.5)
+        health = _wait_for(proc, log, f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code == 200)
         assert health.json()["dispatcher"] == "connecting"
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 503
@@ -99,10 +123,8 @@ def test_unreachable_address_serves_503_readiness_and_starts_no_local_ray(tmp_pa
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
-        for pid in _session_pids(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+            pass
+        _kill_session(proc)
 
 
 APPEARS = textwrap.dedent("""
@@ -150,11 +172,7 @@ def test_dispatcher_joins_the_cluster_once_it_appears(tmp_path):
     try:
         output, _ = proc.communicate(timeout=400)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        for pid in _session_pids(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        _kill_session(proc)
         import shutil
 
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -323,24 +341,9 @@ def test_serve_leaves_no_ray_processes_behind(tmp_path):
     of it down. Ray's dashboard and runtime-env agents used to outlive it, orphaned and deaf to
     SIGTERM, every time (trainer.raysession.stop_local_cluster)."""
     port = _closed_port()
-    env = {**os.environ, "SNRLAB_DATA_DIR": str(tmp_path / "data"), "SNRLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'snrlab.db'}",
-           "PYTHONPATH": str(ROOT)}
-    for key in ("RAY_ADDRESS", "SNRLAB_RAY_ADDRESS"):
-        env.pop(key, None)
-    log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log = _serve(tmp_path, port, None)
     try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json().get("ray") == "local cluster":
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.time() < deadline, "service did not get ready:\n" + log.read_text()[-3000:]
-            time.sleep(0.5)
+        _wait_for(proc, log, f"http://127.0.0.1:{port}/readyz", lambda r: r.json().get("ray") == "local cluster")
         deadline = time.time() + 60  # the agents start a moment after the raylet
         while not any(_cmdline(p).startswith("ray::DashboardAgent") for p in _session_pids(proc.pid)):
             assert time.time() < deadline, {p: _cmdline(p) for p in _session_pids(proc.pid)}
@@ -353,8 +356,4 @@ def test_serve_leaves_no_ray_processes_behind(tmp_path):
         left = {p: _cmdline(p) for p in _session_pids(proc.pid)}
         assert not left, f"left behind: {left}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        for pid in _session_pids(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        _kill_session(proc)
