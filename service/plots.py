@@ -24,6 +24,16 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _log_ticks(ax, values: Iterable[int]) -> None:
+    """The evaluated values themselves as the ticks of a log x axis, no minor labels."""
+    from matplotlib.ticker import NullLocator
+
+    ticks = sorted(values)
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+
+
 def metric_vs_steps(rows: Sequence[Mapping], columns: Sequence[str], *, metric: str, title: str) -> bytes:
     """The paper's Fig. 7b: metric vs sampling steps T, one line per weighting, error bars = std over seeds.
     `rows` are leaderboard rows (dicts with num_steps and cells)."""
@@ -36,10 +46,7 @@ def metric_vs_steps(rows: Sequence[Mapping], columns: Sequence[str], *, metric: 
         ts = [t for t, _ in pts]
         ax.errorbar(ts, [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts], marker="o", ms=4, capsize=3, label=w)
     ax.set_xscale("log")
-    ticks = sorted({r["num_steps"] for r in rows})
-    if ticks:
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.xaxis.set_minor_locator(__import__("matplotlib.ticker").ticker.NullLocator())
+    _log_ticks(ax, {r["num_steps"] for r in rows})
     ax.set_xlabel("sampling steps T")
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)
@@ -64,10 +71,7 @@ def metric_vs_training(rows: Sequence[Mapping], columns: Sequence[str], *, metri
                 ax.errorbar([s for s, _ in pts], [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts],
                             marker="o", ms=3, capsize=2, label=w, lw=1.2)
         ax.set_xscale("log")
-        steps = sorted({r["train_step"] for r in rows if r["num_steps"] == T})
-        if steps:  # the evaluated checkpoints as ticks, not log-scale minor labels
-            ax.set_xticks(steps, [str(x) for x in steps])
-            ax.xaxis.set_minor_locator(__import__("matplotlib.ticker").ticker.NullLocator())
+        _log_ticks(ax, {r["train_step"] for r in rows if r["num_steps"] == T})
         ax.set_title(f"T = {T}", fontsize=9)
         ax.set_xlabel("training steps", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -206,9 +206,8 @@ def study_wall_time(exps: list[dict]) -> str | None:
     """From the first experiment's submission to the last one's end; None until all have ended."""
     if not exps or not all(e.get("finished_at") for e in exps):
         return None
-    start = min(datetime.fromisoformat(e["created_at"]) for e in exps)
-    end = max(datetime.fromisoformat(e["finished_at"]) for e in exps)
-    return f"{(end - start).total_seconds() / 60:.0f} min"
+    return wall_time({"created_at": min((e["created_at"] for e in exps), key=datetime.fromisoformat),
+                      "finished_at": max((e["finished_at"] for e in exps), key=datetime.fromisoformat)})
 
 
 # ---------------------------------------------------------------- figures
