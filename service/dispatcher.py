@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from service import crud, paths
 from service.config import Settings
 from service.db import session_scope
-from service.executor import Executor, Job, JobState, job_name, readable_error
+from service.executor import ClusterInfo, Executor, Job, JobState, job_name, readable_error
 from service.lifecycle import RunStatus
 from service.models import Attempt, Run, utcnow
 from trainer.metrics_log import read_records
@@ -56,6 +56,9 @@ class Dispatcher:
         self.connected = False
         self.connect_error: str | None = None
         self.connect_backoff_s = connect_backoff_s
+        # The cluster as last read (every pass, outside any transaction); requests read this copy
+        # and never call Ray themselves. None until connected.
+        self.cluster: ClusterInfo | None = None
 
     # ------------------------------------------------------------ control
     def start(self) -> None:
@@ -73,8 +76,11 @@ class Dispatcher:
         except Exception as e:  # noqa: BLE001 - e.g. trainer.raysession.RayUnreachable
             self.connect_error = str(e) if isinstance(e, ConnectionError) else readable_error(e)
             return False
+        self.cluster = self.executor.cluster()
         self.reconcile()
         self.connected, self.connect_error, self.state = True, None, "running"
+        log.info("dispatcher connected to %s: %g CPUs, %g GPUs on %d node(s)", self.settings.ray_address or "a local Ray",
+                 self.cluster.cpus, self.cluster.gpus, len(self.cluster.nodes))
         return True
 
     def stop(self, timeout: float = 10) -> None:
@@ -113,15 +119,22 @@ class Dispatcher:
     # ------------------------------------------------------------ passes
     def reconcile(self) -> None:
         """Startup: every live run either still has its job (keep polling it) or is re-queued;
-        jobs that belong to no live attempt (finished while we were down, before release) go."""
+        jobs that belong to no live attempt (finished while we were down, before release) go.
+        The executor is asked first, outside any transaction (a Ray call can hang; SQLite would
+        hold its write lock meanwhile), then the outcome is written in one transaction."""
+        with self.factory() as s:
+            runs = s.scalars(select(Run).where(Run.status.in_(LIVE)).options(selectinload(Run.attempts))).all()
+            targets = [(run.id, _job_of(run)) for run in runs]
+        states = {name: self.executor.poll(name) for _, name in targets if name}
         keep: set[str] = set()
         with session_scope(self.factory) as s:
-            runs = s.scalars(select(Run).where(Run.status.in_(LIVE)).options(selectinload(Run.attempts))).all()
-            for run in runs:
+            for run_id, name in targets:
+                run = _load_run(s, run_id, for_update=True)
+                if run is None or run.status not in LIVE or _job_of(run) != name:
+                    continue  # changed meanwhile; the loop sees it
                 attempt = _current_attempt(run)
-                name = job_name(run.id, attempt.number) if attempt else None
                 self._ingest_metrics(s, run, attempt)  # what the old attempt logged stays its own
-                state = self.executor.poll(name) if name else JobState(phase="lost")
+                state = states[name] if name else JobState(phase="lost")
                 if state.phase == "lost":
                     if attempt is not None:
                         attempt.status, attempt.finished_at = "lost", utcnow()
@@ -160,8 +173,7 @@ class Dispatcher:
             run = _load_run(s, run_id)
             if run is None or run.status not in LIVE:
                 return
-            attempt = _current_attempt(run)
-            name = job_name(run.id, attempt.number) if attempt else None
+            name = _job_of(run)
             cancel = run.cancel_requested
         if cancel:
             if name:
@@ -181,9 +193,9 @@ class Dispatcher:
             run = _load_run(s, run_id, for_update=True)
             if run is None or run.status not in LIVE or run.cancel_requested:
                 return  # changed meanwhile; the next pass sees it
-            attempt = _current_attempt(run)
-            if (job_name(run.id, attempt.number) if attempt else None) != name:
+            if _job_of(run) != name:
                 return
+            attempt = _current_attempt(run)
             self._ingest_metrics(s, run, attempt)
             if state.checkpoint_path:
                 run.checkpoint_path = state.checkpoint_path
@@ -238,26 +250,27 @@ class Dispatcher:
     def _submit_queued(self) -> None:
         with self.factory() as s:
             live = s.execute(select(Run.resources).where(Run.status.in_(LIVE))).scalars().all()
-            queued = s.scalars(
-                select(Run.id).where(Run.status == RunStatus.QUEUED.value).order_by(Run.created_at, Run.index)
+            queued = s.execute(
+                select(Run.id, Run.resources).where(Run.status == RunStatus.QUEUED.value).order_by(Run.created_at, Run.index)
             ).all()
         if not queued:
             return
-        cache: dict[str, int] = {}
+        # Read the cluster here, before any transaction: a claim only compares numbers.
+        cluster = self.cluster = self.executor.cluster()
 
         def share(resources: dict[str, Any]) -> float:
-            key = json.dumps(resources, sort_keys=True)
-            if key not in cache:
-                cache[key] = self.executor.capacity(resources)
-            return 1.0 / cache[key] if cache[key] > 0 else float("inf")
+            slots = cluster.capacity(resources)
+            return 1.0 / slots if slots > 0 else float("inf")
 
         used = sum(share(r) for r in live)
         count = len(live)
         cap = self.settings.max_concurrent_runs
-        for run_id in queued:
+        for run_id, resources in queued:
             if cap is not None and count >= cap:
                 return
-            job = self._claim(run_id, used, share)
+            if used + share(resources) > 1.0 + 1e-9:
+                continue
+            job = self._claim(run_id)
             if job is None:
                 continue
             used += share(job.resources)
@@ -271,16 +284,14 @@ class Dispatcher:
                     if run is not None and run.status in LIVE:
                         self._fail_attempt(s, run, _current_attempt(run), JobState(phase="failed", error=readable_error(e)))
 
-    def _claim(self, run_id: str, used: float, share) -> Job | None:
-        """Commit the new attempt (queued -> training) before submitting it."""
+    def _claim(self, run_id: str) -> Job | None:
+        """Commit the new attempt (queued -> training) before submitting it. No executor call in here."""
         with session_scope(self.factory) as s:
             run = _load_run(s, run_id, for_update=True)
             if run is None or run.status != RunStatus.QUEUED.value:
                 return None
             if run.cancel_requested:
                 crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
-                return None
-            if used + share(run.resources) > 1.0 + 1e-9:
                 return None
             number = max((a.number for a in run.attempts), default=0) + 1
             s.add(Attempt(run_id=run.id, number=number, status="running"))
@@ -322,6 +333,12 @@ def _load_run(s: Session, run_id: str, *, for_update: bool = False) -> Run | Non
 def _current_attempt(run: Run) -> Attempt | None:
     running = [a for a in run.attempts if a.status == "running"]
     return max(running, key=lambda a: a.number) if running else None
+
+
+def _job_of(run: Run) -> str | None:
+    """The executor's name for the run's current attempt (None: no attempt running)."""
+    attempt = _current_attempt(run)
+    return job_name(run.id, attempt.number) if attempt else None
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:

@@ -50,9 +50,45 @@ class JobState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    cpus: float
+    gpus: float = 0.0
+    memory_bytes: float = 0.0  # what the node lets tasks reserve (Ray's `memory` resource)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the cluster offers, read from Ray once and then used without it (the dispatcher keeps
+    the latest one, so a request never waits on Ray and no transaction is held across a Ray call)."""
+
+    nodes: tuple[NodeInfo, ...] = ()
+
+    @property
+    def cpus(self) -> float:
+        return sum(n.cpus for n in self.nodes)
+
+    @property
+    def gpus(self) -> float:
+        return sum(n.gpus for n in self.nodes)
+
+    @property
+    def largest_memory_bytes(self) -> float:
+        return max((n.memory_bytes for n in self.nodes), default=0.0)
+
+    def capacity(self, resources: dict[str, Any]) -> int:
+        """How many runs with these resources fit at once (CPUs per worker = 1)."""
+        workers = int(resources.get("workers_per_run", 1))
+        slots = math.floor(self.cpus / workers)
+        gpus = float(resources.get("gpus_per_worker", 0)) * workers
+        if gpus > 0:
+            slots = min(slots, math.floor(self.gpus / gpus))
+        return max(slots, 0)
+
+
 class Executor(Protocol):
     def start(self) -> None: ...
-    def capacity(self, resources: dict[str, Any]) -> int: ...
+    def cluster(self) -> ClusterInfo: ...
     def submit(self, job: Job) -> None: ...
     def poll(self, name: str) -> JobState: ...
     def cancel(self, name: str) -> None: ...
@@ -94,25 +130,28 @@ class RayExecutor:
     def __init__(self, *, address: str | None = None, namespace: str = "snrlab"):
         self.address = address
         self.namespace = namespace
+        self.joined = False  # start() joined (or started) the cluster: shutdown() leaves (or stops) it
 
     def start(self) -> None:
         """Join the cluster (or start a local one when no address is set). An address where no
         cluster answers raises trainer.raysession.RayUnreachable at once: never a local cluster
-        instead; the dispatcher retries with backoff."""
-        from trainer.raysession import init_ray
-
-        init_ray(self.address, log_to_driver=False)  # no-op if this process already joined Ray
-
-    def capacity(self, resources: dict[str, Any]) -> int:
+        instead; the dispatcher retries with backoff. Call it from a thread that lives as long as
+        the service: Ray's GCS and raylet die with the thread that started them."""
         import ray
 
-        total = ray.cluster_resources()
-        workers = int(resources.get("workers_per_run", 1))
-        slots = math.floor(total.get("CPU", 0) / workers)
-        gpus = float(resources.get("gpus_per_worker", 0)) * workers
-        if gpus > 0:
-            slots = min(slots, math.floor(total.get("GPU", 0) / gpus))
-        return max(slots, 0)
+        from trainer.raysession import init_ray
+
+        if ray.is_initialized():  # this process joined already (a test session, another executor)
+            return
+        init_ray(self.address, log_to_driver=False)
+        self.joined = True
+
+    def cluster(self) -> ClusterInfo:
+        import ray
+
+        return ClusterInfo(tuple(
+            NodeInfo(cpus=float(r.get("CPU", 0)), gpus=float(r.get("GPU", 0)), memory_bytes=float(r.get("memory", 0)))
+            for r in (n.get("Resources") or {} for n in ray.nodes() if n.get("Alive"))))
 
     def _actor(self, name: str):
         import ray
@@ -181,10 +220,20 @@ class RayExecutor:
         reap_placement_groups()
 
     def shutdown(self) -> None:
-        """Leaves the cluster (and detached work) running; only disconnects this driver."""
+        """A joined cluster (and its detached work) keeps running: this driver only disconnects.
+        A local cluster that start() started goes down with the service, its node agents too
+        (trainer.raysession.stop_local_cluster); its runs resume from their checkpoints when
+        the service starts again."""
         import ray
 
-        if ray.is_initialized() and self.address is not None:
+        if not self.joined:
+            return
+        self.joined = False
+        if self.address is None:
+            from trainer.raysession import stop_local_cluster
+
+            stop_local_cluster()
+        elif ray.is_initialized():
             ray.shutdown()
 
 

@@ -330,13 +330,14 @@ class SweepManager:
 
     def _start(self, sweep_id: str) -> None:
         """queued -> running: cap concurrency to the cluster (fail with the reason if nothing fits), then launch."""
+        cluster = self.executor.cluster() if self.executor else None  # before the transaction: Ray may hang
         with session_scope(self.factory) as s:
             sweep = get_sweep(s, sweep_id=sweep_id, for_update=True)
             if sweep.status != "queued":
                 return
             spec = SweepSpec.model_validate(sweep.spec)
             try:
-                capacity = self.executor.capacity(spec.base.resources.model_dump(mode="json")) if self.executor else 1
+                capacity = cluster.capacity(spec.base.resources.model_dump(mode="json")) if cluster else 1
                 n, note = concurrency(spec, capacity=capacity, max_concurrent_runs=self.settings.max_concurrent_runs)
             except SpecError as e:
                 finish_sweep(sweep, status="failed", error=e.message)

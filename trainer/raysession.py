@@ -1,14 +1,19 @@
 """The one place that starts or joins Ray. Environment is set deliberately, before Ray starts:
 
 - RAY_USAGE_STATS_ENABLED=0: no telemetry from research clusters.
-- RAY_AUTH_MODE=disabled for a local cluster we start ourselves (it listens on loopback only);
-  a user's own value wins, and a remote cluster keeps whatever it was started with.
+- RAY_AUTH_MODE=token for a local cluster we start ourselves, with a fresh random token in
+  RAY_AUTH_TOKEN (inherited by every process of the cluster, written nowhere). Ray's GCS,
+  raylets and workers listen on every interface (Ray 2.60 has no option to bind them to
+  loopback), so without a token anyone who reaches the host could run code as this user. A
+  user's own RAY_AUTH_MODE / RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH win; a joined cluster is the
+  operator's and keeps whatever it was started with.
 - RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: the Train controller polls workers this often; a
   `ray.train.report` blocks until the next poll, so the 2 s default stalls short runs.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 
 DEFAULT_ENV = {
@@ -21,7 +26,10 @@ DEFAULT_ENV = {
 def ray_env(local: bool) -> dict[str, str]:
     env = {k: os.environ.get(k, v) for k, v in DEFAULT_ENV.items()}
     if local:
-        env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "disabled")
+        env["RAY_AUTH_MODE"] = os.environ.get("RAY_AUTH_MODE", "token")
+        has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        if env["RAY_AUTH_MODE"] == "token" and not has_token:
+            env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # 256 bits, as `ray get-auth-token --generate`
     return env
 
 
@@ -64,6 +72,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
         check_reachable(address)
     env = ray_env(local=address is None)
     os.environ.update(env)
+    _reload_ray_auth_settings()
     runtime_env = {
         "env_vars": {k: v for k, v in env.items() if k.startswith("RAY_TRAIN")},
         "worker_process_setup_hook": "trainer.raysession.quiet_worker_logs",
@@ -72,6 +81,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=kwargs.pop("log_to_driver", True), **kwargs)
     else:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
+
+
+def _reload_ray_auth_settings() -> None:
+    """Ray's C++ config reads RAY_AUTH_MODE once, when ray._raylet is first loaded (in the service
+    that is long before the cluster starts): re-read it and the token, as Ray's own
+    `_enable_token_auth` does, or this driver would talk to its own cluster without the token."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def quiet_worker_logs() -> None:

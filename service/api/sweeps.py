@@ -20,8 +20,9 @@ def create_sweep(spec: SweepSpec, request: Request, session: SessionDep, setting
     spec = check_sweep(spec, data_roots=settings.data_roots)
     n, note = spec.max_concurrent_trials, None
     dispatcher = request.app.state.dispatcher
-    if dispatcher is not None:  # else the sweep manager checks when it starts the sweep
-        capacity = dispatcher.executor.capacity(spec.base.resources.model_dump(mode="json"))
+    cluster = dispatcher.cluster if dispatcher is not None else None  # the dispatcher's copy: no Ray call here
+    if cluster is not None:  # else the sweep manager checks when it starts the sweep
+        capacity = cluster.capacity(spec.base.resources.model_dump(mode="json"))
         n, note = sweeps.concurrency(spec, capacity=capacity, max_concurrent_runs=settings.max_concurrent_runs)
     sweep = sweeps.create_sweep(session, spec=spec, code_version=request.app.state.code_version,
                                 max_concurrent_trials=n, message=note)

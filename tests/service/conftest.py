@@ -19,7 +19,7 @@ from sqlalchemy import text
 from service import crud
 from service.config import Settings
 from service.db import make_engine, make_sessionmaker, session_scope, upgrade
-from service.executor import Job, JobState
+from service.executor import ClusterInfo, Job, JobState, NodeInfo
 from service.main import create_app
 from service.models import Base
 
@@ -174,8 +174,8 @@ class FakeExecutor:
     def start(self) -> None:
         pass
 
-    def capacity(self, resources: dict) -> int:
-        return self.slots // int(resources.get("workers_per_run", 1))
+    def cluster(self) -> ClusterInfo:
+        return ClusterInfo((NodeInfo(cpus=self.slots, memory_bytes=8 * 2**30),))
 
     def submit(self, job: Job) -> None:
         if self.fail_submit:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,85 +25,17 @@ from service.dispatcher import Dispatcher
 from service.executor import StorageNotShared
 from service.main import create_app
 from service.schemas import ExperimentSpec
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _closed_port() -> int:
-    """A port nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _serve(tmp_path: Path, port: int, ray_address: str | None) -> tuple[subprocess.Popen, Path]:
-    """`snrlab serve` in a session of its own (so every process it starts can be found), on SQLite
-    under tmp_path; with no address it starts its own local Ray."""
-    env = {**os.environ, "SNRLAB_DATA_DIR": str(tmp_path / "data"), "SNRLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'snrlab.db'}",
-           "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    if ray_address is None:
-        env.pop("SNRLAB_RAY_ADDRESS", None)
-    else:
-        env["SNRLAB_RAY_ADDRESS"] = ray_address
-    log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, log
-
-
-def _wait_for(proc: subprocess.Popen, log: Path, url: str, ok, timeout: float = 180) -> httpx.Response:
-    """GET url until ok(response); the service must stay up meanwhile."""
-    deadline = time.time() + timeout
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            r = httpx.get(url, timeout=5)
-            if ok(r):
-                return r
-        except (httpx.HTTPError, ValueError):
-            pass
-        assert time.time() < deadline, f"service not ready at {url}:\n" + log.read_text()[-3000:]
-        time.sleep(0.5)
-
-
-def _kill_session(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(30)
-    for pid in _session_pids(proc.pid):
-        os.kill(pid, signal.SIGKILL)
-
+from serve_support import ROOT, closed_port, cmdline, kill_session, serve, session_pids, wait_for
 
 # ---------------------------------------------------------------- the real service, real Ray (absent)
 def test_unreachable_address_serves_503_readiness_and_starts_no_local_ray(tmp_path):
     """`snrlab serve` with an address where nothing listens: up and answering, not ready, says
     why on /readyz and in its log, and no Ray process of its own anywhere in its session."""
-    ray_port, port = _closed_port(), _closed_port()
+    ray_port, port = closed_port(), closed_port()
     address = f"127.0.0.1:{ray_port}"
-    proc, log = _serve(tmp_path, port, address)
+    proc, log = serve(tmp_path, port, address)
     try:
-        health = _wait_for(proc, log, f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code == 200)
+        health = wait_for(proc, log, f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code == 200)
         assert health.json()["dispatcher"] == "connecting"
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 503
@@ -115,7 +46,7 @@ def test_unreachable_address_serves_503_readiness_and_starts_no_local_ray(tmp_pa
         while "retries in" not in log.read_text() and time.time() < deadline:
             time.sleep(0.5)
         assert f"ray: unreachable at {address}: Connection refused; the dispatcher retries in" in log.read_text()
-        ours = {pid: _cmdline(pid) for pid in _session_pids(proc.pid)}
+        ours = {pid: cmdline(pid) for pid in session_pids(proc.pid)}
         assert not [c for c in ours.values() if "raylet" in c or "gcs_server" in c], ours
         assert list(ours) == [proc.pid], ours  # the service and nothing else
     finally:
@@ -124,7 +55,7 @@ def test_unreachable_address_serves_503_readiness_and_starts_no_local_ray(tmp_pa
             proc.wait(30)
         except subprocess.TimeoutExpired:
             pass
-        _kill_session(proc)
+        kill_session(proc)
 
 
 APPEARS = textwrap.dedent("""
@@ -161,7 +92,7 @@ APPEARS = textwrap.dedent("""
 def test_dispatcher_joins_the_cluster_once_it_appears(tmp_path):
     """In a process of its own (this session holds a Ray session): not ready and no Ray while
     nothing listens; a head started later at that address is joined without a restart."""
-    port = _closed_port()
+    port = closed_port()
     ray_tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"snrra-{os.getpid()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
@@ -172,7 +103,7 @@ def test_dispatcher_joins_the_cluster_once_it_appears(tmp_path):
     try:
         output, _ = proc.communicate(timeout=400)
     finally:
-        _kill_session(proc)
+        kill_session(proc)
         import shutil
 
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -187,7 +118,7 @@ def test_dispatcher_joins_the_cluster_once_it_appears(tmp_path):
 
 
 def test_train_cli_with_an_unreachable_address_is_one_clear_line(tmp_path):
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{closed_port()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SNRLAB_RAY_ADDRESS": address}
     r = subprocess.run([sys.executable, "-m", "service", "train", "--steps", "1", "--storage", str(tmp_path)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -209,7 +140,7 @@ def test_serve_refuses_the_default_data_dir_with_a_cluster_address(tmp_path):
     env = {**os.environ, "SNRLAB_RAY_ADDRESS": "head.example:6379", "PYTHONPATH": str(ROOT),
            "SNRLAB_DATABASE_URL": f"sqlite:///{tmp_path / 'snrlab.db'}"}
     env.pop("SNRLAB_DATA_DIR", None)
-    r = subprocess.run([sys.executable, "-m", "service", "serve", "--port", str(_closed_port())], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, "-m", "service", "serve", "--port", str(closed_port())], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "SNRLAB_RAY_ADDRESS is set (head.example:6379) but SNRLAB_DATA_DIR is not" in " ".join(r.stderr.split())
@@ -333,27 +264,3 @@ def test_an_actor_death_with_every_node_alive_is_a_failure_not_a_lost_node(ray_s
 
     assert _node_loss(ActorDiedError(), _dead_nodes(), wait_s=0) is None
     assert _node_loss(ValueError("loss is NaN"), set(), wait_s=0) is None
-
-
-# ---------------------------------------------------------------- the real service, its own local Ray
-def test_serve_leaves_no_ray_processes_behind(tmp_path):
-    """`snrlab serve` with no address starts a local Ray; stopped with Ctrl-C (SIGINT) it takes all
-    of it down. Ray's dashboard and runtime-env agents used to outlive it, orphaned and deaf to
-    SIGTERM, every time (trainer.raysession.stop_local_cluster)."""
-    port = _closed_port()
-    proc, log = _serve(tmp_path, port, None)
-    try:
-        _wait_for(proc, log, f"http://127.0.0.1:{port}/readyz", lambda r: r.json().get("ray") == "local cluster")
-        deadline = time.time() + 60  # the agents start a moment after the raylet
-        while not any(_cmdline(p).startswith("ray::DashboardAgent") for p in _session_pids(proc.pid)):
-            assert time.time() < deadline, {p: _cmdline(p) for p in _session_pids(proc.pid)}
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-        deadline = time.time() + 30  # stop_local_cluster gives the agents 10 s
-        while _session_pids(proc.pid) and time.time() < deadline:
-            time.sleep(0.5)
-        left = {p: _cmdline(p) for p in _session_pids(proc.pid)}
-        assert not left, f"left behind: {left}"
-    finally:
-        _kill_session(proc)

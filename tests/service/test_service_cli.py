@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from service import crud
 from service.cli import app
 from service.config import get_settings
-from service.executor import JobState
+from service.executor import ClusterInfo, JobState, NodeInfo
 from service.main import create_app
 
 runner = CliRunner()
@@ -51,7 +51,7 @@ class InstantExecutor:
         self.evaluations = {}
 
     def start(self): ...
-    def capacity(self, resources): return 4
+    def cluster(self): return ClusterInfo((NodeInfo(cpus=4, memory_bytes=8 * 2**30),))
     def submit(self, job): self.evaluations[job.name] = job.evaluation
     def cancel(self, name): ...
     def release(self, name): ...

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from service.cli import app as cli_app
-from service.executor import JobState
+from service.executor import ClusterInfo, JobState, NodeInfo
 from service.main import create_app
 from service.models import Run, Sweep
 from service.sweeps import ACTOR_PREFIX, concurrency
@@ -140,7 +140,7 @@ class ScriptedExecutor:
 
     def start(self): ...
     def shutdown(self): ...
-    def capacity(self, resources): return 1 // int(resources.get("workers_per_run", 1))
+    def cluster(self): return ClusterInfo((NodeInfo(cpus=1, memory_bytes=8 * 2**30),))
     def submit(self, job): self.jobs.setdefault(job.name, ScriptedJob(job))
     def list_jobs(self): return [n for n, j in self.jobs.items() if not (j.cancelled or j.released)]
 
