@@ -50,13 +50,14 @@ def serve(
     except StorageNotShared as e:
         err().print(f"[red]error[/red] {e}", soft_wrap=True)
         raise typer.Exit(2)
-    from trainer.raysession import stop_local_cluster
+    # SIGINT and SIGTERM take one path: uvicorn's graceful shutdown runs the app's lifespan, which
+    # stops the dispatcher and the local Ray this process started (node agents included), then
+    # uvicorn re-raises the signal. Nothing after uvicorn.run may be relied on: for SIGTERM the
+    # re-raised signal ends the process there.
+    from service.logs import log_config
 
-    try:
-        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level)
-    finally:  # uvicorn re-raises the SIGINT/SIGTERM it caught once it has shut down
-        if settings.ray_address is None:
-            stop_local_cluster()  # the local Ray this process started, its node agents included
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level,
+                log_config=log_config(log_level))
 
 
 @db_app.command("upgrade")

@@ -157,10 +157,10 @@ def main() -> int:
             commands.leaderboard(dataset="digits", metric=metric, sampler="ddpm")
         page = save_static(url, token, exp["id"], out)
         shot = screenshot(page.as_uri(), out)
-        print(f"\nleaderboard page (while the service runs): {url}/leaderboard?experiment={exp['id']}&token=<token>")
+        print(f"\nleaderboard page (while the service runs): {url}/leaderboard?experiment={exp['id']} (it asks for a token)")
         print(f"static copy: {page}" + (f"  (screenshot: {shot})" if shot else ""))
-        print(f"restart the service to browse it: SNRLAB_DATA_DIR={data_dir} snrlab serve; "
-              f"then open http://127.0.0.1:8000/leaderboard?token=<snrlab token create --name me>")
+        print(f"restart the service to browse it: SNRLAB_DATA_DIR={data_dir} snrlab serve; then open "
+              f"http://127.0.0.1:8000/leaderboard and paste a token from `snrlab token create --name me` into its form")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown: dispatcher stops, Ray disconnects

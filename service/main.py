@@ -14,7 +14,7 @@ from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker, upgrade
 from service.dispatcher import Dispatcher
 from service.executor import Executor, build_executor, check_shared_storage
-from service.middleware import BodySizeLimit
+from service.middleware import BodySizeLimit, SecurityHeaders
 from service.sweeps import SweepManager
 from service.version import code_version
 
@@ -41,7 +41,11 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
                 session_factory=app.state.session_factory, settings=settings,
                 executor=executor or build_executor(settings), **dispatcher_kwargs,
             )
-            await run_in_threadpool(dispatcher.start)
+            # On this thread (the event loop's), not in the request thread pool: Ray's GCS and raylet
+            # die with the thread that started them (PR_SET_PDEATHSIG), and the pool retires threads
+            # that sit idle for 10 s, which after a burst of requests took the local Ray down with it.
+            # Nothing is served until the lifespan has started, so blocking here costs no request.
+            dispatcher.start()
         app.state.dispatcher = dispatcher
         app.state.wake_dispatcher = dispatcher.wake if dispatcher else (lambda: None)
         sweep_manager = None
@@ -57,7 +61,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
                 await run_in_threadpool(sweep_manager.stop)
             if dispatcher is not None:
                 await run_in_threadpool(dispatcher.stop)
-                dispatcher.executor.shutdown()
+                dispatcher.executor.shutdown()  # one shutdown path for SIGINT and SIGTERM alike
             engine.dispose()
 
     app = FastAPI(
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
     app.state.wake_dispatcher = lambda: None
     app.state.wake_sweeps = lambda: None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     errors.register(app)
     for module in (experiments, runs, leaderboard, health):
         app.include_router(module.router, prefix=API_PREFIX)

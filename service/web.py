@@ -2,9 +2,12 @@
 experiment and run pages, CSV/JSON downloads of what a page shows, matplotlib PNGs.
 
 Auth follows the API's read rule (SNRLAB_PUBLIC_READS / auth_enabled). When reads need a token
-a page accepts it as `?token=...` (then remembered in an HttpOnly, SameSite=Strict cookie
-`snrlab_token`, so images and links work), as that cookie, or as a Bearer header. Mutations are
-never taken from the cookie: the cancel button asks for a token and POSTs to the API with it."""
+a page takes it from an HttpOnly, SameSite=Strict cookie `snrlab_token` (so images and links
+work) or a Bearer header. The "token needed" form POSTs the token to /login, which sets the
+cookie and redirects (303) back to the page: a token never sits in a URL, a log line or the
+browser's history. A `?token=` that still arrives (an old bookmark) is moved into the cookie
+the same way and redirected away. Mutations are never taken from the cookie: the cancel button
+asks for a token and POSTs to the API with it."""
 from __future__ import annotations
 
 import csv
@@ -13,10 +16,11 @@ import json
 from collections import defaultdict
 from html import escape
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from service import crud, paths, plots, registry
 from service.api import runs as runs_api
@@ -32,22 +36,62 @@ class WebAuthError(Exception):
     pass
 
 
+class TokenInUrl(Exception):
+    """A `?token=` on a page URL: moved into the cookie (when valid) and redirected away."""
+
+    def __init__(self, token: str, valid: bool):
+        self.token, self.valid = token, valid
+
+
 def web_reader(request: Request, session: SessionDep, settings: SettingsDep, creds: Credentials) -> str | None:
     """The token a page was read with (None when reads are public); WebAuthError without a valid one."""
+    if "token" in request.query_params:
+        raise TokenInUrl(request.query_params["token"], _valid(session, request.query_params["token"]))
     if settings.public_reads or not settings.auth_enabled:
         return None
-    token = request.query_params.get("token") or request.cookies.get(COOKIE) or (creds.credentials if creds else None)
+    token = request.cookies.get(COOKIE) or (creds.credentials if creds else None)
     if not token:
         raise WebAuthError("this page needs an API token (reads are not public on this service)")
+    if not _valid(session, token):
+        raise WebAuthError("that token is not valid (revoked or mistyped)")
+    return token
+
+
+def _valid(session, token: str) -> bool:
     try:
         crud.verify_token(session, token=token)
     except AuthError:
-        raise WebAuthError("that token is not valid (revoked or mistyped)") from None
-    return token
+        return False
+    return True
 
 
 WebReader = Annotated[str | None, Depends(web_reader)]
 router = APIRouter(include_in_schema=False)
+
+
+def _without_token(request: Request) -> str:
+    """The request's own path and query, the token left out: where a login returns to."""
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _local(path: str) -> str:
+    """Only a path on this service is a place to return to (never another host: //evil, /\\evil)."""
+    return path if path.startswith("/") and not path.startswith(("//", "/\\")) else "/leaderboard"
+
+
+def _login_form(message: str, next_path: str) -> HTMLResponse:
+    form = (f"<p>{escape(message)}.</p><form method='post' action='/login'>"
+            f"<input type='hidden' name='next' value='{escape(next_path)}'><label>API token "
+            "<input name='token' type='password' size='40' autocomplete='off' autofocus></label> <button>open</button></form>"
+            "<p class='muted'>Create one with <code>snrlab token create --name me</code>.</p>")
+    return HTMLResponse(_page("token needed", form), status_code=401)
+
+
+def _into_cookie(location: str, token: str) -> RedirectResponse:
+    response = RedirectResponse(location, status_code=303)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+    return response
 
 
 def register(app) -> None:
@@ -56,16 +100,23 @@ def register(app) -> None:
 
     @app.exception_handler(WebAuthError)
     async def _auth(request: Request, exc: WebAuthError):
-        form = (f"<p>{escape(str(exc))}.</p><form method='get'><label>API token "
-                "<input name='token' type='password' size='40' autofocus></label> <button>open</button></form>"
-                "<p class='muted'>Create one with <code>snrlab token create --name me</code>.</p>")
-        return HTMLResponse(_page("token needed", form), status_code=401)
+        return _login_form(str(exc), _without_token(request))
+
+    @app.exception_handler(TokenInUrl)
+    async def _token_in_url(request: Request, exc: TokenInUrl):
+        if not exc.valid:
+            return _login_form("that token is not valid (revoked or mistyped)", _without_token(request))
+        return _into_cookie(_without_token(request), exc.token)
 
 
-def _remember(response: Response, request: Request, token: str | None) -> Response:
-    if token and request.query_params.get("token"):
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
-    return response
+@router.post("/login")
+async def login(request: Request, session: SessionDep):
+    """The token form's target: a valid token goes into the HttpOnly cookie, then 303 back to the page."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    token, next_path = (form.get("token") or [""])[0], _local((form.get("next") or ["/leaderboard"])[0])
+    if not token or not await run_in_threadpool(_valid, session, token):
+        return _login_form("that token is not valid (revoked or mistyped)" if token else "enter an API token", next_path)
+    return _into_cookie(next_path, token)
 
 
 # ---------------------------------------------------------------- layout
@@ -93,7 +144,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _html(request: Request, token: str | None, title: str, body: str) -> Response:
-    return _remember(HTMLResponse(_page(title, body)), request, token)
+    return HTMLResponse(_page(title, body))
 
 
 def _q(**params: Any) -> str:

@@ -19,15 +19,51 @@ def done(session_factory, settings, fake_executor, make_spec, engine):
 
 
 def test_pages_need_a_token_like_the_api_reads(client, done, token):
-    r = client.get("/leaderboard")
-    assert r.status_code == 401 and "<form" in r.text and "token" in r.text
-    assert client.get("/leaderboard?token=wrong").status_code == 401
-    r = client.get(f"/leaderboard?token={token}")
-    assert r.status_code == 200 and web.COOKIE in r.headers["set-cookie"]
-    assert "httponly" in r.headers["set-cookie"].lower()
+    r = client.get("/leaderboard?metric=fd_digits")
+    assert r.status_code == 401 and "<form method='post' action='/login'>" in r.text
+    assert "name='next' value='/leaderboard?metric=fd_digits'" in r.text  # back to the page, no token in it
+    # the form POSTs the token: into an HttpOnly cookie, then 303 back to the page
+    r = client.post("/login", data={"token": token, "next": "/leaderboard?metric=fd_digits"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/leaderboard?metric=fd_digits"
+    cookie = r.headers["set-cookie"]
+    assert web.COOKIE in cookie and "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
     # the cookie now carries the token for links and images
     assert client.get(f"/experiments/{done['experiment_id']}").status_code == 200
     assert client.get(f"/runs/{done['run_ids'][0]}/artifacts/samples_by_T.png").headers["content-type"] == "image/png"
+
+
+def test_a_token_never_stays_in_a_url(settings, engine, client, done, token):
+    client.cookies.clear()
+    assert client.post("/login", data={"token": "wrong", "next": "/leaderboard"}).status_code == 401
+    assert client.post("/login", data={"next": "/leaderboard"}).status_code == 401
+    r = client.post("/login", data={"token": token, "next": "//evil.example/x"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/leaderboard"  # never to another host
+    # an old bookmark with ?token=: moved into the cookie and redirected to the same page without it
+    client.cookies.clear()
+    r = client.get(f"/leaderboard?dataset=digits&token={token}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/leaderboard?dataset=digits"
+    assert web.COOKIE in r.headers["set-cookie"] and token not in r.headers["location"]
+    client.cookies.clear()
+    r = client.get("/leaderboard?token=wrong", follow_redirects=False)
+    assert r.status_code == 401 and "wrong" not in r.text and "name='next' value='/leaderboard'" in r.text
+    # even where reads are public
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    with TestClient(create_app(settings.model_copy(update={"public_reads": True}))) as c:
+        r = c.get(f"/experiments?token={token}", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/experiments"
+
+
+def test_pages_send_security_headers(client, auth, done):
+    page = client.get("/leaderboard", headers=auth)
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["referrer-policy"] == "no-referrer"
+    api = client.get(f"{API}/leaderboard", headers=auth)
+    assert api.headers["x-content-type-options"] == "nosniff" and api.headers["x-frame-options"] == "DENY"
+    assert "content-security-policy" not in client.get("/docs").headers  # the API explorer loads from a CDN
 
 
 def test_public_reads_need_no_token(settings, engine, done):
