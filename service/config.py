@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     public_reads: bool = False
 
     max_body_bytes: int = 1 << 20
+    # What one experiment may ask for (a 422 names the limit): sized for a small GPU cluster.
+    max_steps: int = Field(default=1_000_000, ge=1)  # training steps per run
+    max_num_samples: int = Field(default=50_000, ge=2)  # generated images per evaluated cell
+    max_runs_per_experiment: int = Field(default=1000, ge=1)
     max_attempts: int = Field(default=3, ge=1)  # per run, counting the first
     max_concurrent_runs: int | None = Field(default=None, ge=1)  # cap on top of Ray's capacity
     dispatch_interval_s: float = Field(default=1.0, gt=0)

@@ -22,16 +22,42 @@ from service.models import ApiToken, Experiment, IdempotencyKey, MetricPoint, Re
 
 
 # ---------------------------------------------------------------- experiments
-def check_data_roots(spec: schemas.ExperimentSpec, *, data_roots: Iterable[Path]) -> None:
-    """A dataset `path` (folder, cifar10) may only read below one of SNRLAB_DATA_ROOTS (symlinks resolved)."""
-    roots = [Path(r).resolve() for r in data_roots]
-    for i, ds in enumerate(spec.datasets):
-        if ds.path is None:
-            continue
-        path = Path(ds.path).resolve()
-        if not any(path == r or path.is_relative_to(r) for r in roots):
-            allowed = ", ".join(map(str, roots)) or "none configured"
-            raise SpecError(("body", "datasets", i, "path"), f"folder {ds.path!r} is outside SNRLAB_DATA_ROOTS ({allowed})")
+DATASET_LABEL = Run.__table__.c.dataset.type.length  # runs.dataset VARCHAR(100)
+WEIGHTING_LABEL = Run.__table__.c.weighting.type.length  # runs.weighting VARCHAR(200)
+
+
+def check_data_roots(spec: schemas.ExperimentSpec, *, data_roots: Iterable[Path]) -> schemas.ExperimentSpec:
+    """A dataset `path` (folder, cifar10) may only read below one of SNRLAB_DATA_ROOTS. The returned
+    spec carries the normalised paths (`normalise_path`), so the trainer reads what was checked."""
+    datasets = [ds if ds.path is None else
+                ds.model_copy(update={"path": normalise_path(ds.path, data_roots=data_roots, loc=("body", "datasets", i, "path"))})
+                for i, ds in enumerate(spec.datasets)]
+    return spec.model_copy(update={"datasets": datasets})
+
+
+def normalise_path(given: str, *, data_roots: Iterable[Path], loc: tuple[str | int, ...]) -> str:
+    """The path exactly as the reader will see it: `~` expanded (the trainer expands it too),
+    absolute (a relative path would be read from a Ray worker's directory, not this one), symlinks
+    resolved; SpecError unless it lies below one of the roots (resolved the same way)."""
+    roots = [Path(r).expanduser().resolve() for r in data_roots]
+    path = Path(given).expanduser()
+    if not path.is_absolute():
+        raise SpecError(loc, f"folder {given!r} must be an absolute path (or start with ~)")
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a name too long
+        raise SpecError(loc, f"folder {given!r} cannot be resolved: {e}") from None
+    if not any(path == r or path.is_relative_to(r) for r in roots):
+        allowed = ", ".join(map(str, roots)) or "none configured"
+        raise SpecError(loc, f"folder {given!r} ({path}) is outside SNRLAB_DATA_ROOTS ({allowed})")
+    return str(path)
+
+
+def fit(text: str, size: int) -> str:
+    """A derived label that fits its column: cut, with a short hash of the whole kept unique."""
+    if len(text) <= size:
+        return text
+    return text[: size - 9] + "~" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def expand_runs(spec: schemas.ExperimentSpec, *, checkpoint_every: int | None = None) -> list[dict[str, Any]]:
@@ -67,8 +93,8 @@ def expand_runs(spec: schemas.ExperimentSpec, *, checkpoint_every: int | None = 
                 runs.append(
                     dict(
                         index=len(runs),
-                        dataset=ds.name if ds.path is None else f"{ds.name}:{Path(ds.path).name}",
-                        weighting=w.label,
+                        dataset=fit(ds.name if ds.path is None else f"{ds.name}:{Path(ds.path).name}", DATASET_LABEL),
+                        weighting=fit(w.label, WEIGHTING_LABEL),
                         seed=seed,
                         config=config,
                         evaluation=spec.evaluation.model_dump(mode="json"),

@@ -13,7 +13,6 @@ committed before submission, job names are deterministic per (run, attempt), and
 recorded once (unique per cell) in the same transaction that marks the run succeeded."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,12 +15,40 @@ from service.lifecycle import ExperimentStatus, RunStatus
 MAX_RUNS = 1000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def check_text(value: Any) -> Any:
+    """Strings a database and a JSON encoder can hold: no NUL byte (PostgreSQL refuses it), no
+    unpaired surrogate (not encodable as UTF-8). Walks lists and dict keys and values."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL byte")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must not contain an unpaired surrogate (invalid Unicode)") from None
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_text(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(k)
+            check_text(v)
+    return value
+
+
+class RequestModel(BaseModel):
+    """Request models: unknown fields, non-finite numbers, NUL bytes and lone surrogates are 422s
+    naming the field (they would otherwise reach SQL or the JSON encoder and give a 500)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return check_text(v)
 
 
 # ---------------------------------------------------------------- experiment spec (request)
-class DatasetSpec(_Strict):
+class DatasetSpec(RequestModel):
     """Mirrors the trainer's DatasetSpec; a `path` must lie under SNRLAB_DATA_ROOTS."""
 
     name: str = Field(min_length=1, max_length=100)
@@ -47,19 +76,23 @@ class DatasetSpec(_Strict):
 class WeightingSpec(BaseModel):
     """`{"name": "p2", "k": 1, "gamma": 1}`: the name plus the weighting's keyword parameters."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {"type": "number"}})
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False,
+                              json_schema_extra={"additionalProperties": {"type": "number"}})
     name: str = Field(min_length=1, max_length=100)
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        return registry.check_name("weighting", v, registry.weightings())
+        return registry.check_name("weighting", check_text(v), registry.weightings())
 
     @model_validator(mode="after")
     def _params(self) -> WeightingSpec:
         for key, value in (self.model_extra or {}).items():
+            check_text(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"weighting parameter {key!r} must be a number")
+            if not math.isfinite(value):
+                raise ValueError(f"weighting parameter {key!r} must be a finite number, not {value}")
         # the trainer resolves defaults and rejects unknown or degenerate parameters
         self.__pydantic_extra__ = registry.resolve_weighting(self.name, self.model_extra or {})
         return self
@@ -76,7 +109,7 @@ class WeightingSpec(BaseModel):
         return f"{self.name}({','.join(f'{k}={v:g}' for k, v in self.params.items())})"
 
 
-class ModelSpec(_Strict):
+class ModelSpec(RequestModel):
     preset: str = Field(min_length=1, max_length=100)
     learn_sigma: bool = False
 
@@ -86,7 +119,7 @@ class ModelSpec(_Strict):
         return registry.check_name("preset", v, registry.presets())
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(RequestModel):
     steps: int = Field(gt=0, le=10_000_000)
     batch_size: int = Field(default=64, gt=0, le=65_536)
     lr: float = Field(default=2e-4, gt=0, le=1)
@@ -105,7 +138,7 @@ class TrainingSpec(_Strict):
         return v
 
 
-class EvaluationSpec(_Strict):
+class EvaluationSpec(RequestModel):
     steps: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, max_length=100, description="sampling steps T")
     samplers: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(default=["ddpm"], min_length=1, max_length=20)
     num_samples: int = Field(default=1000, gt=0, le=1_000_000)
@@ -144,12 +177,12 @@ class EvaluationSpec(_Strict):
         return sorted(v)
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(RequestModel):
     workers_per_run: int = Field(default=1, ge=1, le=256)
     gpus_per_worker: float = Field(default=0, ge=0, le=16)
 
 
-class ExperimentSpec(_Strict):
+class ExperimentSpec(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     datasets: list[DatasetSpec] = Field(min_length=1, max_length=20)
     weightings: list[WeightingSpec] = Field(min_length=1, max_length=50)

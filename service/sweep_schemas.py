@@ -11,12 +11,12 @@ import importlib
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
 from service import registry, schemas
 from service.errors import SpecError
@@ -32,11 +32,7 @@ MAX_TRIALS = schemas.MAX_RUNS
 Value = Annotated[StrictStr | StrictInt | StrictFloat | dict[str, StrictStr | StrictInt | StrictFloat | None], Field()]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Domain(_Strict):
+class Domain(schemas.RequestModel):
     """Exactly one of: `{"grid": [...]}` (every value, search=grid), `{"choice": [...]}`,
     `{"uniform": [lo, hi]}`, `{"loguniform": [lo, hi]}`, `{"randint": [lo, hi]}` (hi exclusive)."""
 
@@ -65,7 +61,7 @@ class Domain(_Strict):
         return next(k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None)
 
 
-class SweepSpec(_Strict):
+class SweepSpec(schemas.RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=200, description="default: base.name")
     base: schemas.ExperimentSpec = Field(description="one dataset, one weighting, one seed: what the search space overrides")
     search_space: dict[Annotated[str, Field(min_length=1, max_length=100)], Domain] = Field(
@@ -250,9 +246,11 @@ def points_to_check(spec: SweepSpec) -> Iterator[dict[str, Any]]:
         yield dict(zip(keys, combo))
 
 
-def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = ()) -> SweepSpec:
+def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = (),
+                check_trial: Callable[[schemas.ExperimentSpec], None] | None = None) -> SweepSpec:
     """Everything a sweep can be refused for before it starts (SpecError: 422 naming the field).
-    Returns the spec with num_steps, sampler and mode resolved."""
+    `check_trial` is called with every corner trial's spec (the service's limits). Returns the
+    spec with num_steps, sampler and mode resolved and dataset paths normalised."""
     _check_base(spec)
     _check_keys(spec)
     spec = _resolve_target(spec)
@@ -264,11 +262,14 @@ def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = ()) -> SweepSpe
         raise SpecError(("body", "search_space"), f"the search space has {combos} combinations to validate; at most {MAX_CHECKED}")
     from service import crud
 
+    spec = _normalise_paths(spec, data_roots)
     for point in points_to_check(spec):
         try:
             exp_spec, _ = trial_spec(spec, point)
             crud.check_data_roots(exp_spec, data_roots=data_roots)
             trial_run_row(spec, point)
+            if check_trial is not None:
+                check_trial(exp_spec)
         except ValidationError as e:
             err = e.errors()[0]
             raise SpecError(_blame(point, err["loc"]), f"trial {_show(point)}: {_msg(err)}") from None
@@ -276,6 +277,28 @@ def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = ()) -> SweepSpe
             loc = e.loc[3:] if e.loc[:2] == ("body", "runs") else e.loc[1:]  # runs.0.<field> / datasets.0.path
             raise SpecError(_blame(point, loc), f"trial {_show(point)}: {e.message}") from None
     return spec
+
+
+def _normalise_paths(spec: SweepSpec, data_roots: Iterable[Path]) -> SweepSpec:
+    """Dataset paths of the base and of the `dataset` domain, normalised as an experiment's are
+    (crud.normalise_path): the trials read exactly what was checked."""
+    from service import crud
+
+    try:
+        base = crud.check_data_roots(spec.base, data_roots=data_roots)
+    except SpecError as e:
+        raise SpecError(("body", "base", *e.loc[1:]), e.message) from None
+    dom = spec.search_space.get("dataset")
+    if dom is None or dom.kind not in ("grid", "choice"):
+        return spec.model_copy(update={"base": base})
+    values = []
+    for i, v in enumerate(getattr(dom, dom.kind)):
+        if isinstance(v, dict) and isinstance(v.get("path"), str):
+            v = {**v, "path": crud.normalise_path(v["path"], data_roots=data_roots,
+                                                  loc=("body", "search_space", "dataset", dom.kind, i, "path"))}
+        values.append(v)
+    space = {**spec.search_space, "dataset": dom.model_copy(update={dom.kind: values})}
+    return spec.model_copy(update={"base": base, "search_space": space})
 
 
 def _blame(point: dict[str, Any], loc: tuple | list) -> tuple:

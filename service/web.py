@@ -18,17 +18,16 @@ from html import escape
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import crud, paths, plots, registry
 from service.api import runs as runs_api
-from service.api.deps import Credentials, SessionDep, SettingsDep
+from service.api.deps import Credentials, ExperimentId, Filter, RunId, SessionDep, SettingsDep
 from service.errors import AuthError
 
 COOKIE = "snrlab_token"
-Filter = Annotated[str | None, Query(max_length=100)]
 ARTIFACT_FIGURES = ("samples_by_T.png", "one_step_estimation.png", "mse_vs_t.png", "amplified_error.png")
 
 
@@ -358,7 +357,7 @@ def plain_error(text: str | None) -> str:
 
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
-def experiment_page(experiment_id: str, request: Request, session: SessionDep, token: WebReader):
+def experiment_page(experiment_id: ExperimentId, request: Request, session: SessionDep, token: WebReader):
     exp = crud.get_experiment(session, experiment_id=experiment_id)
     v = crud.experiment_view(exp)
     status = v["status"].value
@@ -398,7 +397,7 @@ def _training_plots(exp) -> str:
 
 
 @router.get("/experiments/{experiment_id}/training.png")
-def experiment_training_plot(experiment_id: str, session: SessionDep, token: WebReader, metric: Filter = None,
+def experiment_training_plot(experiment_id: ExperimentId, session: SessionDep, token: WebReader, metric: Filter = None,
                              sampler: Filter = None):
     exp = crud.get_experiment(session, experiment_id=experiment_id)
     lb = board(session, experiment=exp.id, metric=metric, sampler=sampler, train_steps="all")
@@ -412,7 +411,7 @@ def _points(session, run_id: str) -> list[dict]:
 
 
 @router.get("/experiments/{experiment_id}/loss.png")
-def experiment_loss(experiment_id: str, session: SessionDep, token: WebReader):
+def experiment_loss(experiment_id: ExperimentId, session: SessionDep, token: WebReader):
     exp = crud.get_experiment(session, experiment_id=experiment_id)
     first_seed: dict[str, str] = {}
     for r in sorted(exp.runs, key=lambda r: (r.dataset, r.weighting, r.seed)):
@@ -422,7 +421,7 @@ def experiment_loss(experiment_id: str, session: SessionDep, token: WebReader):
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(run_id: str, request: Request, session: SessionDep, settings: SettingsDep, token: WebReader):
+def run_page(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep, token: WebReader):
     run, results = crud.get_results(session, run_id=run_id)
     attempts = "".join(f"<li>attempt {a.number}: {a.status} from step {a.start_step or 0}"
                        + (f" — <span class='err'>{plain_error(a.error)}</span>" if a.error else "") + "</li>"
@@ -451,13 +450,13 @@ def run_page(run_id: str, request: Request, session: SessionDep, settings: Setti
 
 
 @router.get("/runs/{run_id}/loss.png")
-def run_loss(run_id: str, session: SessionDep, token: WebReader):
+def run_loss(run_id: RunId, session: SessionDep, token: WebReader):
     run = crud.get_run(session, run_id=run_id)
     png = plots.loss_by_quartile({f"{run.weighting} seed {run.seed}": _points(session, run_id)})
     return Response(png, media_type="image/png")
 
 
 @router.get("/runs/{run_id}/artifacts/{path:path}")
-def run_artifact(run_id: str, path: str, session: SessionDep, settings: SettingsDep, token: WebReader):
+def run_artifact(run_id: RunId, path: str, session: SessionDep, settings: SettingsDep, token: WebReader):
     """The API's artifact route, behind the page's auth (an <img> cannot send a Bearer header)."""
     return runs_api.get_artifact(run_id, path, session, settings, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -57,3 +57,12 @@ def allow_read(session: SessionDep, settings: SettingsDep, creds: Credentials) -
 
 WriterDep = Annotated[str, Depends(require_token)]
 ReaderDep = Annotated[str | None, Depends(allow_read)]
+
+
+# Ids and filters reach SQL: a NUL byte (PostgreSQL refuses it) or an overlong value is a 422
+# naming the parameter, never a database error.
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+ExperimentId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
+RunId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
+SweepId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
+Filter = Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00]*$")]

@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from service import crud, schemas
-from service.api.deps import ReaderDep, SessionDep, SettingsDep, WriterDep
+from service import crud, limits, schemas
+from service.api.deps import ExperimentId, ReaderDep, SessionDep, SettingsDep, WriterDep
 from service.api.errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
@@ -19,7 +19,9 @@ def create_experiment(
 ):
     """Expand the spec into runs (dataset x weighting x seed) and queue them. With an
     `Idempotency-Key`, a repeat of the same body returns the same experiment (409 if the body differs)."""
-    crud.check_data_roots(spec, data_roots=settings.data_roots)
+    spec = crud.check_data_roots(spec, data_roots=settings.data_roots)
+    dispatcher = request.app.state.dispatcher
+    limits.check_limits(spec, settings=settings, cluster=dispatcher.cluster if dispatcher else None)
     kwargs = dict(idempotency_scope=principal, idempotency_key=idempotency_key)
     try:
         exp, created = crud.create_experiment(
@@ -51,12 +53,12 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=schemas.ExperimentRead)
-def get_experiment(experiment_id: str, session: SessionDep, _: ReaderDep):
+def get_experiment(experiment_id: ExperimentId, session: SessionDep, _: ReaderDep):
     return crud.experiment_view(crud.get_experiment(session, experiment_id=experiment_id))
 
 
 @router.post("/{experiment_id}/cancel", response_model=schemas.ExperimentRead)
-def cancel_experiment(experiment_id: str, request: Request, session: SessionDep, _: WriterDep):
+def cancel_experiment(experiment_id: ExperimentId, request: Request, session: SessionDep, _: WriterDep):
     """Queued runs are cancelled at once; live runs are stopped on Ray within seconds."""
     exp = crud.cancel_experiment(session, experiment_id=experiment_id)
     session.commit()

@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from service import crud, registry, schemas
-from service.api.deps import ReaderDep, SessionDep
+from service.api.deps import Filter, ReaderDep, SessionDep
 from service.api.errors import ERROR_RESPONSES
 
 router = APIRouter(tags=["leaderboard"], responses=ERROR_RESPONSES)
 
-Filter = Annotated[str | None, Query(max_length=100)]
 
 
 @router.get("/leaderboard", response_model=schemas.Leaderboard)

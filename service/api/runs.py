@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from service import crud, paths, schemas
-from service.api.deps import ReaderDep, SessionDep, SettingsDep
+from service.api.deps import ReaderDep, RunId, SessionDep, SettingsDep
 from service.api.errors import ERROR_RESPONSES
 from service.errors import NotFoundError
 
@@ -14,13 +14,13 @@ router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
 
 @router.get("/{run_id}", response_model=schemas.RunRead)
-def get_run(run_id: str, session: SessionDep, _: ReaderDep):
+def get_run(run_id: RunId, session: SessionDep, _: ReaderDep):
     return crud.get_run(session, run_id=run_id)
 
 
 @router.get("/{run_id}/metrics", response_model=schemas.MetricsRead)
 def get_metrics(
-    run_id: str, session: SessionDep, _: ReaderDep,
+    run_id: RunId, session: SessionDep, _: ReaderDep,
     since_step: Annotated[int, Query(ge=-1, le=10**9)] = -1, limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ):
     """Loss curves: one point per logged step (loss and the per-quartile MSE the trainer logs)."""
@@ -29,13 +29,13 @@ def get_metrics(
 
 
 @router.get("/{run_id}/results", response_model=schemas.ResultsRead)
-def get_results(run_id: str, session: SessionDep, _: ReaderDep):
+def get_results(run_id: RunId, session: SessionDep, _: ReaderDep):
     run, rows = crud.get_results(session, run_id=run_id)
     return schemas.ResultsRead(run_id=run.id, status=run.status, results=rows)
 
 
 @router.get("/{run_id}/artifacts", response_model=list[str])
-def list_artifacts(run_id: str, session: SessionDep, settings: SettingsDep, _: ReaderDep):
+def list_artifacts(run_id: RunId, session: SessionDep, settings: SettingsDep, _: ReaderDep):
     """Relative paths of the evaluator's sample grids and analysis plots."""
     crud.get_run(session, run_id=run_id)
     root = paths.artifacts_dir(settings.runs_dir, run_id)
@@ -46,7 +46,7 @@ def list_artifacts(run_id: str, session: SessionDep, settings: SettingsDep, _: R
 
 @router.get("/{run_id}/artifacts/{path:path}", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}})
-def get_artifact(run_id: str, path: str, session: SessionDep, settings: SettingsDep, _: ReaderDep):
+def get_artifact(run_id: RunId, path: str, session: SessionDep, settings: SettingsDep, _: ReaderDep):
     crud.get_run(session, run_id=run_id)
     root = paths.artifacts_dir(settings.runs_dir, run_id).resolve()
     try:

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service import sweeps
-from service.api.deps import ReaderDep, SessionDep, SettingsDep, WriterDep
+from service import limits, sweeps
+from service.api.deps import ReaderDep, SessionDep, SettingsDep, SweepId, WriterDep
 from service.api.errors import ERROR_RESPONSES
 from service.sweep_schemas import SweepList, SweepRead, SweepSpec, check_sweep
 
@@ -17,10 +17,11 @@ def create_sweep(spec: SweepSpec, request: Request, session: SessionDep, setting
     """Validate every finite combination of the search space (422 naming the key at fault) and the
     resources (422 if no trial's run could ever start; concurrency capped to what the cluster fits),
     then queue the sweep. Its trials become runs of `experiment_id` as Ray Tune starts them."""
-    spec = check_sweep(spec, data_roots=settings.data_roots)
-    n, note = spec.max_concurrent_trials, None
     dispatcher = request.app.state.dispatcher
     cluster = dispatcher.cluster if dispatcher is not None else None  # the dispatcher's copy: no Ray call here
+    spec = check_sweep(spec, data_roots=settings.data_roots,
+                       check_trial=lambda trial: limits.check_limits(trial, settings=settings, cluster=cluster))
+    n, note = spec.max_concurrent_trials, None
     if cluster is not None:  # else the sweep manager checks when it starts the sweep
         capacity = cluster.capacity(spec.base.resources.model_dump(mode="json"))
         n, note = sweeps.concurrency(spec, capacity=capacity, max_concurrent_runs=settings.max_concurrent_runs)
@@ -41,13 +42,13 @@ def list_sweeps(
 
 
 @router.get("/{sweep_id}", response_model=SweepRead)
-def get_sweep(sweep_id: str, session: SessionDep, _: ReaderDep):
+def get_sweep(sweep_id: SweepId, session: SessionDep, _: ReaderDep):
     """Status, every trial as a run (status, sampled config, latest metric value) and the best one."""
     return sweeps.sweep_view(session, sweeps.get_sweep(session, sweep_id=sweep_id))
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepRead)
-def cancel_sweep(sweep_id: str, request: Request, session: SessionDep, _: WriterDep):
+def cancel_sweep(sweep_id: SweepId, request: Request, session: SessionDep, _: WriterDep):
     """Queued trial runs are cancelled at once, live ones within seconds; the Tune actor is stopped."""
     sweep = sweeps.cancel_sweep(session, sweep_id=sweep_id)
     session.commit()

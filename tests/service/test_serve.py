@@ -11,7 +11,6 @@ from pathlib import Path
 import grpc
 import httpx
 import psutil
-import pytest
 from serve_support import closed_port, cmdline, kill_session, serve, session_pids, wait_for
 
 from service import crud

@@ -189,9 +189,129 @@ def test_body_over_1mib_is_413(client, auth, make_spec, count_rows):
     assert count_rows("experiments") == 0
 
 
-def test_malformed_json_is_422(client, auth):
+def test_malformed_json_is_400_with_the_error_body(client, auth):
     r = client.post(f"{API}/experiments", content=b"{not json", headers={**auth, "Content-Type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request" and "not valid JSON" in r.json()["error"]["message"]
+
+
+def test_unknown_paths_wrong_methods_and_options_use_the_error_body(client, auth):
+    r = client.get(f"{API}/nope", headers=auth)
+    assert r.status_code == 404 and r.json() == {"error": {"code": "not_found", "message": f"no such path: {API}/nope"}}
+    r = client.delete(f"{API}/experiments", headers=auth)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "GET, OPTIONS, POST"  # both routes of the path, not just the first
+    assert client.options(f"{API}/experiments").headers["allow"] == "GET, OPTIONS, POST"
+    assert client.options(f"{API}/experiments/exp_x/cancel").headers["allow"] == "OPTIONS, POST"
+    assert client.options(f"{API}/experiments/exp_x").status_code == 204
+    assert client.options(f"{API}/nope").status_code == 404
+
+
+# One change to a small valid spec each, as a hostile client sends them (raw JSON text, so NaN and
+# lone surrogates arrive as Python's and JavaScript's encoders write them).
+HOSTILE = [
+    ('"weightings": [{"name": "constant"}', '"weightings": [{"name": "p2", "gamma": NaN}', ["body", "weightings", 0], "finite"),
+    ('"weightings": [{"name": "constant"}', '"weightings": [{"name": "p2", "gamma": Infinity}', ["body", "weightings", 0], "finite"),
+    ('"weightings": [{"name": "constant"}', '"weightings": [{"name": "p2", "k": -Infinity}', ["body", "weightings", 0], "finite"),
+    ('"batch_size": 16', '"batch_size": 16, "lr": NaN', ["body", "training", "lr"], "finite number"),
+    ('"name": "digits-weightings"', '"name": "a\\u0000b"', ["body", "name"], "NUL byte"),
+    ('"name": "digits-weightings"', '"name": "\\ud800"', ["body", "name"], "string"),
+    ('"samplers": ["ddpm"]', '"samplers": ["dd\\u0000pm"]', ["body", "evaluation", "samplers"], "NUL byte"),
+    ('"datasets": [{"name": "digits"}]', '"datasets": [{"name": "folder", "path": "/x\\u0000y"}]', ["body", "datasets", 0, "path"], "NUL byte"),
+    ('"weightings": [{"name": "constant"}', '"weightings": [{"name": "\\udfff"}', ["body", "weightings", 0, "name"], "string"),
+]
+
+
+@pytest.mark.parametrize("old,new,loc,msg", HOSTILE, ids=[h[1][:40] for h in HOSTILE])
+def test_hostile_numbers_and_strings_are_422_naming_the_field(client, auth, make_spec, old, new, loc, msg, count_rows):
+    import json
+
+    text = json.dumps(make_spec())
+    assert old in text
+    r = client.post(f"{API}/experiments", content=text.replace(old, new, 1).encode(),
+                    headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    details = r.json()["detail"]  # the body itself is valid JSON, whatever the input was
+    assert any(d["loc"] == loc and msg in d["msg"] for d in details), details
+    assert count_rows("experiments") == 0 and count_rows("runs") == 0
+
+
+def test_hostile_query_and_path_values_are_422(client, auth):
+    for path in (f"{API}/leaderboard?dataset=%00", f"{API}/leaderboard?metric=a%00b", f"{API}/runs/%00",
+                 f"{API}/experiments/exp%00x", f"{API}/sweeps/%00/cancel", "/leaderboard?sampler=%00", "/runs/%00x"):
+        method = client.post if path.endswith("/cancel") else client.get
+        r = method(path, headers=auth)
+        assert r.status_code == 422, (path, r.status_code, r.text)
+
+
+def test_a_long_folder_name_fits_its_column(client, auth, make_spec, settings, count_rows):
+    inside = settings.data_roots[0] / ("cats-" + "x" * 150)
+    inside.mkdir()
+    body = make_spec(datasets=[{"name": "folder", "path": str(inside)}], evaluation={**make_spec()["evaluation"], "metrics": ["fd_folder"]})
+    r = post(client, body, auth)
+    assert r.status_code == 201, r.text
+    label = r.json()["runs"][0]["dataset"]
+    assert len(label) == 100 and label.startswith("folder:cats-xxx")
+    assert client.get(f"{API}/leaderboard", params={"dataset": label}, headers=auth).status_code == 200
+
+
+def test_data_roots_see_the_path_the_reader_will(client, auth, make_spec, settings, tmp_path, monkeypatch, count_rows):
+    """`~` expands as the trainer expands it, relative paths are refused, symlinks are resolved,
+    and the spec keeps the normalised path, so the trainer reads exactly what was checked."""
+    root = settings.data_roots[0]
+    (root / "cats").mkdir()
+    home = tmp_path / "home"
+    (home / "private").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+
+    def folder(path):
+        return make_spec(datasets=[{"name": "folder", "path": path}], evaluation={**make_spec()["evaluation"], "metrics": ["fd_folder"]})
+
+    r = post(client, folder("~/private"), auth)  # under $HOME, outside the roots
+    assert r.status_code == 422 and str(home / "private") in r.json()["detail"][0]["msg"]
+    r = post(client, folder("images/cats"), auth)
+    assert r.status_code == 422 and "absolute" in r.json()["detail"][0]["msg"]
+    (root / "escape").symlink_to(home / "private")  # inside the roots by name, outside in fact
+    assert post(client, folder(str(root / "escape")), auth).status_code == 422
+    assert count_rows("experiments") == 0
+    (home / "link").symlink_to(root / "cats")  # outside by name, inside in fact
+    r = post(client, folder("~/link"), auth)
+    assert r.status_code == 201, r.text
+    run = client.get(f"{API}/runs/{r.json()['run_ids'][0]}", headers=auth).json()
+    assert run["config"]["dataset"]["path"] == str((root / "cats").resolve())
+    assert r.json()["spec"]["datasets"][0]["path"] == str((root / "cats").resolve())
+
+
+LIMITS = [
+    ("training.steps", 10_000_000, ["body", "training", "steps"], "SNRLAB_MAX_STEPS=1000000"),
+    ("evaluation.num_samples", 1_000_000, ["body", "evaluation", "num_samples"], "SNRLAB_MAX_NUM_SAMPLES=50000"),
+    ("training.seeds", list(range(3)), ["body"], "SNRLAB_MAX_RUNS_PER_EXPERIMENT=4"),
+]
+
+
+@pytest.mark.parametrize("path,value,loc,msg", LIMITS, ids=[p for p, *_ in LIMITS])
+def test_specs_over_the_services_limits_are_422_naming_the_limit(settings, engine, auth, make_spec, path, value, loc, msg,
+                                                                  count_rows):
+    with TestClient(create_app(settings.model_copy(update={"max_runs_per_experiment": 4}))) as c:
+        r = post(c, _set(make_spec(), path, value), auth)
+    assert r.status_code == 422, r.text
+    assert any(d["loc"] == loc and msg in d["msg"] for d in r.json()["detail"]), r.json()
+    assert count_rows("experiments") == 0
+
+
+def test_a_spec_no_node_can_hold_is_422_naming_the_field(settings, engine, auth, make_spec, fake_executor, count_rows):
+    """The dispatcher's view of the cluster (here one 8 GiB node): a run's estimated memory per
+    worker must fit the largest node."""
+    live = settings.model_copy(update={"dispatcher_enabled": True, "dispatch_interval_s": 60})
+    big = make_spec(datasets=[{"name": "colors", "resolution": 1024, "num_images": 64}], model={"preset": "adm-256-light"},
+                    training={"steps": 10, "batch_size": 65536, "seeds": [0]},
+                    evaluation={"steps": [5], "num_samples": 64, "metrics": ["fd_colors"]})
+    with TestClient(create_app(live, executor=fake_executor)) as c:
+        r = post(c, big, auth)
+        assert r.status_code == 422, r.text
+        [d] = r.json()["detail"]
+        assert d["loc"] == ["body", "training", "batch_size"] and "more than the largest Ray node offers (8 GiB)" in d["msg"]
+        assert post(c, make_spec(), auth).status_code == 201  # the tiny preset fits
+    assert count_rows("experiments") == 1
 
 
 def test_unexpected_errors_are_500_without_traceback(settings, engine, auth, make_spec, monkeypatch):
