@@ -26,15 +26,15 @@ class ActorPool:
         return ray.get(refs)
 
     def features(self, images_uint8, names: list[str]) -> dict:
-        """Features of a big image batch (reference statistics), split across the actors."""
-        import numpy as np
+        """Extractor outputs of a big image batch (reference and held-out images), split across the actors."""
+        from evaluator.worker import concat_outputs
 
         n = len(self.actors)
         chunk = -(-len(images_uint8) // n)
         refs = [a.features.remote(images_uint8[i * chunk : (i + 1) * chunk], names) for i, a in enumerate(self.actors)
                 if i * chunk < len(images_uint8)]
         parts = ray.get(refs)
-        return {k: np.concatenate([p[k] for p in parts]) for k in names}
+        return {k: concat_outputs([p[k] for p in parts]) for k in names}
 
     def shutdown(self) -> None:
         for a in self.actors:

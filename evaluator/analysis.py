@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from evaluator.config import EvalConfig
 from evaluator.sampling import Denoiser, sample, to_uint8
 
 ONE_STEP_TS = (999, 950, 900, 750, 500, 250)
@@ -173,26 +174,31 @@ def amplified_error(errors: dict, out_dir: Path) -> dict:
             "log_log_correlation": corr, "figure": "amplified_error.png"}
 
 
-def run_analyses(checkpoint_dir: str | Path, out_dir: str | Path, *, steps: Sequence[int] = (1, 2, 5, 10, 20, 50, 100),
-                 sampler: str = "ddpm", num_images: int = 16, stride: int = 10, seed: int = 0,
-                 device: str = "cpu", one_step_ts: Sequence[int] = ONE_STEP_TS) -> dict:
-    """All four analyses for a checkpoint; writes PNGs and analyses.json into out_dir."""
+def run_analyses(checkpoint_dir: str | Path, out_dir: str | Path, cfg: EvalConfig, *, device: str = "cpu",
+                 one_step_ts: Sequence[int] = ONE_STEP_TS) -> dict:
+    """All four analyses for a checkpoint, as `cfg` says (steps, its first sampler with its
+    eta/variance/spacing, analysis_images, analysis_stride, seed); writes PNGs and analyses.json
+    into out_dir. One-step estimation uses the `one_step_ts` below the model's T (else T - 1)."""
     from evaluator.sampling import load_denoiser
     from trainer.data import load_dataset
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, cfg = load_denoiser(str(checkpoint_dir), device=device)
-    data = load_dataset(cfg.dataset)
-    x0 = data.images[:num_images]
-    labels = data.labels[:num_images] if (model.num_classes is not None and data.labels is not None) else None
+    model, train_cfg = load_denoiser(str(checkpoint_dir), device=device)
+    data = load_dataset(train_cfg.dataset)
+    x0 = data.images[: cfg.analysis_images]
+    labels = data.labels[: cfg.analysis_images] if (model.num_classes is not None and data.labels is not None) else None
     T = model.num_timesteps
-    ts = sorted(set(range(T - 1, -1, -stride)) | {T - 1, 0})
-    errors = per_t_errors(model, x0, ts, seed=seed, labels=labels)
+    ts = sorted(set(range(T - 1, -1, -cfg.analysis_stride)) | {T - 1, 0})
+    errors = per_t_errors(model, x0, ts, seed=cfg.seed, labels=labels)
+    sampler = cfg.samplers[0]
     result = {
-        "checkpoint": str(checkpoint_dir), "dataset": cfg.dataset.name, "weighting": cfg.weighting, "target": cfg.target,
-        "sample_grids": sample_grids(model, steps, out, sampler=sampler, num=num_images, seed=seed),
-        "one_step_estimation": one_step_estimation(model, x0, out, ts=[t for t in one_step_ts if t < T], seed=seed, labels=labels),
+        "checkpoint": str(checkpoint_dir), "dataset": train_cfg.dataset.name, "weighting": train_cfg.weighting,
+        "target": train_cfg.target,
+        "sample_grids": sample_grids(model, cfg.steps, out, sampler=sampler, num=cfg.analysis_images, seed=cfg.seed,
+                                     batch_size=cfg.batch_size, eta=cfg.eta, variance=cfg.variance, spacing=cfg.spacing),
+        "one_step_estimation": one_step_estimation(model, x0, out, ts=[t for t in one_step_ts if t < T] or [T - 1],
+                                                   seed=cfg.seed, labels=labels),
         "mse_vs_t": mse_vs_t(errors, out),
         "amplified_error": amplified_error(errors, out),
     }

@@ -1,8 +1,9 @@
-"""`snrlab eval`: score a checkpoint at several step counts T (and write the paper's analyses)."""
+"""`snrlab eval`: score a checkpoint at several step counts T (and write the paper's analyses);
+`snrlab rescore`: score stored features again. Every evaluation default comes from EvalConfig:
+an option left out is left out of the config."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -13,21 +14,53 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _config(values: dict):
+    """EvalConfig from the options that were given; a bad value exits 2 with one line."""
+    from pydantic import ValidationError
+
+    from evaluator.config import EvalConfig
+
+    try:
+        return EvalConfig.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+                         for err in e.errors())
+        typer.echo(f"error: {msgs}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _echo_rows(rows: list[dict], as_json: bool) -> None:
+    for r in rows:
+        if as_json:
+            typer.echo(json.dumps(r))
+        else:
+            floor = "" if r["floor"] is None else f"  floor={r['floor']:.5g}"
+            typer.echo(f"T={r['T']:<5} {r['sampler']:<5} {r['metric']:<17} {r['value']:>12.5g}{floor}  "
+                       f"num_gen={r['num_gen']}  {r['seconds']:.1f}s")
+
+
 def eval_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="trainer checkpoint directory (unet_ema/, config.json)"),
-    steps: str = typer.Option("2,5,10,20,50,100", help="comma-separated sampling step counts T"),
-    sampler: str = typer.Option("ddpm", help="ddpm | ddim, comma-separated for both"),
-    metric: Optional[str] = typer.Option(None, help="fid, kid, fd_<dataset>, color_fd, color_mean_shift (comma-separated; default fd_<dataset>)"),
-    num_samples: int = typer.Option(500, "--num-samples", min=2),
-    seed: int = typer.Option(0),
-    eta: float = typer.Option(0.0, help="DDIM eta"),
-    variance: str = typer.Option("auto", help="DDPM variance: auto | fixed_small | fixed_large | learned_range"),
-    batch_size: int = typer.Option(64, min=1),
-    num_ref: Optional[int] = typer.Option(None, help="reference images (default: the whole train split)"),
+    steps: str = typer.Option(..., help="comma-separated sampling step counts T, e.g. 2,5,10,20,50,100"),
+    metric: str = typer.Option(..., help="comma-separated evaluator.metrics names: fid, kid, fd_<dataset>, cs_<dataset>, "
+                                         "color_fd, color_mean_shift, and fid_inf, fd_<dataset>_inf, color_fd_inf"),
+    sampler: Optional[str] = typer.Option(None, help="ddpm | ddim, comma-separated for both"),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples"),
+    seed: Optional[int] = typer.Option(None),
+    eta: Optional[float] = typer.Option(None, help="DDIM eta"),
+    variance: Optional[str] = typer.Option(None, help="DDPM variance: auto | fixed_small | fixed_large | learned_range"),
+    spacing: Optional[str] = typer.Option(None, help="timestep spacing: linspace | leading | trailing"),
+    batch_size: Optional[int] = typer.Option(None),
+    num_ref: Optional[int] = typer.Option(None, help="reference images (default: the whole reference split)"),
+    ref_split: Optional[str] = typer.Option(None, help="train | test"),
+    shard_size: Optional[int] = typer.Option(None, help="samples per actor job (default: num_samples / actors)"),
+    analysis_images: Optional[int] = typer.Option(None, help="--artifacts: images per grid"),
+    analysis_stride: Optional[int] = typer.Option(None, help="--artifacts: timestep stride of MSE-vs-t"),
     actors: int = typer.Option(1, "--actors", min=0, help="Ray evaluation actors (0: in this process)"),
     gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0),
     ray_address: Optional[str] = typer.Option(None, envvar="SNRLAB_RAY_ADDRESS", help="join this Ray cluster"),
     data_dir: Optional[Path] = typer.Option(None, help="weights/stats cache (default $SNRLAB_DATA_DIR or ~/.cache/snrlab)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="keep each cell's features in OUT_DIR/features (for rescore)"),
     artifacts: Optional[Path] = typer.Option(None, help="also write the paper's analyses (PNG + JSON) here"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per (T, sampler, metric) row"),
 ) -> None:
@@ -39,26 +72,42 @@ def eval_command(
         T = [int(t) for t in _csv(steps)]
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got {steps!r}", param_hint="--steps") from None
+    cfg = _config(dict(steps=T, metrics=_csv(metric), samplers=_csv(sampler) if sampler else None,
+                       num_samples=num_samples, seed=seed, eta=eta, variance=variance, spacing=spacing,
+                       batch_size=batch_size, num_ref=num_ref, ref_split=ref_split, shard_size=shard_size,
+                       analysis_images=analysis_images, analysis_stride=analysis_stride))
     try:
-        rows = evaluate(checkpoint, steps=T, samplers=_csv(sampler), metrics=_csv(metric) if metric else None,
-                        num_samples=num_samples, seed=seed, num_actors=actors, num_gpus_per_actor=gpus_per_actor,
-                        data_dir=data_dir, batch_size=batch_size, eta=eta, variance=variance, num_ref=num_ref,
-                        ray_address=ray_address)
+        rows = evaluate(checkpoint, cfg, num_actors=actors, num_gpus_per_actor=gpus_per_actor, data_dir=data_dir,
+                        ray_address=ray_address, out_dir=out_dir)
     except (ValueError, FileNotFoundError, InceptionWeightsMissing) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
-    for r in rows:
-        if as_json:
-            typer.echo(json.dumps(r))
-        else:
-            typer.echo(f"T={r['T']:<5} {r['sampler']:<5} {r['metric']:<17} {r['value']:>12.5g}  "
-                       f"num_gen={r['num_gen']}  {r['seconds']:.1f}s")
+    _echo_rows(rows, as_json)
     if artifacts is not None:
         from evaluator.analysis import run_analyses
 
-        run_analyses(checkpoint, artifacts, steps=T, sampler=_csv(sampler)[0], seed=seed)
+        run_analyses(checkpoint, artifacts, cfg)
         typer.echo(f"analyses written to {artifacts}", err=True)
+
+
+def rescore_command(
+    features: Path = typer.Option(..., "--features", help="a features folder written by eval --out-dir (OUT_DIR/features)"),
+    metric: str = typer.Option(..., help="comma-separated metric names (their extractor's features must be stored)"),
+    data_dir: Optional[Path] = typer.Option(None, help="weights/stats cache (default $SNRLAB_DATA_DIR or ~/.cache/snrlab)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per row"),
+) -> None:
+    """Score stored features again (no sampling); rows as `snrlab eval` prints them."""
+    from evaluator.api import rescore
+    from evaluator.weights import InceptionWeightsMissing
+
+    try:
+        rows = rescore(features, _csv(metric), data_dir=data_dir)
+    except (ValueError, FileNotFoundError, InceptionWeightsMissing) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    _echo_rows(rows, as_json)
 
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("rescore")(rescore_command)

@@ -1,4 +1,6 @@
-"""Feature extractors. Each maps uint8 images [N, C, H, W] to features [N, D] (numpy).
+"""Feature extractors. Each maps uint8 images [N, C, H, W] to features [N, D] (numpy) when
+called, and `outputs(images)` gives everything it can store: {"feats": [N, D]} plus, for the
+classifier, {"logits": [N, K]} (what cs_<dataset> reads).
 
 - `inception`: clean-fid's `mode="clean"` pipeline in memory: per image PIL bicubic resize of the
   uint8 pixels to 299x299 in float (cleanfid.resize.build_resizer("clean")), then Inception pool3
@@ -63,6 +65,9 @@ class InceptionExtractor:
                for i in range(0, len(images), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)  # float32, as clean-fid
 
+    def outputs(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"feats": self(images)}  # pool3 only: the offline file has no logits layer
+
 
 class ColorExtractor:
     name = "color"
@@ -71,6 +76,9 @@ class ColorExtractor:
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         # per-image mean colour in [0, 1]; grey images give 1-d features
         return images.double().mean(dim=(2, 3)).numpy() / 255.0
+
+    def outputs(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"feats": self(images)}
 
 
 @lru_cache(maxsize=8)
@@ -109,11 +117,20 @@ class ClassifierExtractor:
         self.fingerprint = meta["fingerprint"]
         self.device, self.batch_size = torch.device(device), batch_size
 
-    @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        out = [self.net.body(_to_input(images[i : i + self.batch_size]).to(self.device)).double().cpu()
-               for i in range(0, len(images), self.batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, 64))
+        return self.outputs(images)["feats"]
+
+    @torch.inference_mode()
+    def outputs(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """The 64-d embedding (before its ReLU) and the class logits."""
+        feats, logits = [], []
+        for i in range(0, len(images), self.batch_size):
+            f = self.net.body(_to_input(images[i : i + self.batch_size]).to(self.device))
+            feats.append(f.double().cpu())
+            logits.append(self.net.head(f).double().cpu())
+        if not feats:
+            return {"feats": np.zeros((0, 64)), "logits": np.zeros((0, self.meta["num_classes"]))}
+        return {"feats": torch.cat(feats).numpy(), "logits": torch.cat(logits).numpy()}
 
 
 def classifier_path(dataset_spec, data_dir=None) -> tuple[Path, dict]:

@@ -19,6 +19,7 @@ import torch
 
 SAMPLERS = ("ddpm", "ddim")
 VARIANCES = ("auto", "fixed_small", "fixed_large", "learned_range")
+SPACINGS = ("linspace", "leading", "trailing")  # diffusers' timestep_spacing
 TARGETS = ("eps", "x0", "v")
 
 
@@ -28,6 +29,8 @@ def retained_timesteps(num_train_timesteps: int, steps: int, spacing: str = "lin
 
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {steps}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
     sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, timestep_spacing=spacing)
     sched.set_timesteps(steps)
     ts = sorted(int(t) for t in sched.timesteps)

@@ -27,6 +27,11 @@ def build_extractor(name: str, *, dataset_spec: dict, data_dir=None, device="cpu
     raise ValueError(f"unknown extractor {name!r}")
 
 
+def concat_outputs(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join one extractor's outputs of consecutive shards, key by key."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 class EvalWorker:
     def __init__(self, checkpoint_dir: str, extractors: list[str], *, data_dir=None, device: str = "cpu",
                  num_threads: int | None = None):
@@ -40,12 +45,13 @@ class EvalWorker:
     def fingerprints(self) -> dict[str, str]:
         return {n: e.fingerprint for n, e in self.extractors.items()}
 
-    def features(self, images_uint8: torch.Tensor, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        return {n: self.extractors[n](images_uint8) for n in (names or self.extractors)}
+    def features(self, images_uint8: torch.Tensor, names: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """{extractor: its outputs ({"feats", maybe "logits"})} for a batch of uint8 images."""
+        return {n: self.extractors[n].outputs(images_uint8) for n in (names or self.extractors)}
 
     def shard(self, steps: int, sampler: str, start: int, count: int, *, seed: int = 0, batch_size: int = 64,
               eta: float = 0.0, variance: str = "auto", spacing: str = "linspace") -> dict:
-        """Features of samples start..start+count-1 at `steps` steps, plus timings."""
+        """Extractor outputs of samples start..start+count-1 at `steps` steps, plus timings."""
         t0 = time.perf_counter()
         images, _ = sample(self.model, steps, sampler=sampler, num=count, start=start, seed=seed,
                            batch_size=batch_size, eta=eta, variance=variance, spacing=spacing)

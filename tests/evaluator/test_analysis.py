@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluator import EvalConfig
 from evaluator.analysis import per_t_errors, run_analyses, worse_ranges
 from conftest import write_checkpoint
 
@@ -33,7 +34,8 @@ def test_eq7_amplified_error_identity(make_denoiser):
 def test_run_analyses_writes_pngs_and_json(tmp_path):
     ck = write_checkpoint(tmp_path / "ck", dataset="digits", size=8)
     out = tmp_path / "art"
-    res = run_analyses(ck, out, steps=[1, 2], num_images=4, stride=250)
+    cfg = EvalConfig(steps=[1, 2], metrics=["fd_digits"], analysis_images=4, analysis_stride=250)
+    res = run_analyses(ck, out, cfg)
     for name in ["samples_T1.png", "samples_T2.png", "samples_by_T.png", "one_step_estimation.png", "mse_vs_t.png",
                  "amplified_error.png", "analyses.json"]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -47,4 +49,17 @@ def test_run_analyses_writes_pngs_and_json(tmp_path):
     assert 999 in m["worse_than_initial_t"]
     a = saved["amplified_error"]
     assert a["inv_sqrt_snr"] == sorted(a["inv_sqrt_snr"]) and math.isfinite(a["log_log_correlation"])
-    assert res["dataset"] == "digits"
+    assert res["dataset"] == "digits" and saved["sample_grids"]["num"] == 4
+
+
+def test_one_step_ts_beyond_a_short_schedule_fall_back_to_its_last_t(tmp_path):
+    """A 100-step model has none of t in {999, ..., 250}: the estimation runs at t = T - 1."""
+    from trainer.checkpoint import save_checkpoint
+    from trainer.config import TrainConfig
+    from conftest import tiny_unet
+
+    unet = tiny_unet(1, 8)
+    cfg = TrainConfig(dataset={"name": "digits", "resolution": 8}, num_timesteps=100)
+    ck = save_checkpoint(tmp_path / "ck", cfg=cfg, model=unet, ema=unet, optimizer=torch.optim.SGD(unet.parameters(), lr=0.0), step=0)
+    res = run_analyses(ck, tmp_path / "art", EvalConfig(steps=[1], metrics=["fd_digits"], analysis_images=2, analysis_stride=50))
+    assert res["one_step_estimation"]["ts"] == [99] and res["mse_vs_t"]["t"] == [0, 49, 99]

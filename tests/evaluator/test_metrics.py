@@ -1,4 +1,5 @@
-"""Closed-form checks of the Frechet distance, KID against clean-fid, colour shift, registry."""
+"""Closed-form checks of the Frechet distance (plain and extrapolated), KID against clean-fid,
+colour shift, the classifier score, the metric registry and its directions."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,9 @@ import pytest
 import torch
 
 from evaluator.features import ColorExtractor
-from evaluator.metrics import (METRICS, color_mean_shift, extractor_for, frechet_distance, gaussian_stats,
-                               kernel_distance, score, validate_metrics, RefStats)
+from evaluator.metrics import (METRICS, REGISTRY, RefStats, classifier_score, color_mean_shift, extractor_for,
+                               fd_from_feats, fd_inf, fd_inf_sizes, frechet_distance, gaussian_stats, higher_is_better,
+                               kernel_distance, resolve_metric, score, validate_metrics)
 
 
 def test_fd_of_identical_stats_is_zero():
@@ -59,21 +61,128 @@ def test_color_features_and_shift():
     ref = rng.uniform(0.2, 0.6, size=(400, 3))
     stats = RefStats(*gaussian_stats(ref), None, 400, "k")
     shifted = ref + np.array([0.1, 0.0, 0.0])
-    assert score("color_mean_shift", shifted, stats) == pytest.approx(0.1, rel=1e-9)
-    assert score("color_fd", shifted, stats) == pytest.approx(0.01, abs=1e-9)  # pure mean shift
+    assert score("color_mean_shift", {"feats": shifted}, stats) == pytest.approx(0.1, rel=1e-9)
+    assert score("color_fd", {"feats": shifted}, stats) == pytest.approx(0.01, abs=1e-9)  # pure mean shift
 
 
 def test_metric_registry():
-    assert extractor_for("fid") == extractor_for("kid") == "inception"
-    assert extractor_for("color_fd") == extractor_for("color_mean_shift") == "color"
-    assert extractor_for("fd_digits", "digits") == "fd_digits"
-    assert "fd_<dataset>" in METRICS
-    with pytest.raises(ValueError, match="valid metrics: fid, kid, color_fd, color_mean_shift, fd_digits"):
+    assert extractor_for("fid") == extractor_for("kid") == extractor_for("fid_inf") == "inception"
+    assert extractor_for("color_fd") == extractor_for("color_mean_shift") == extractor_for("color_fd_inf") == "color"
+    assert extractor_for("fd_digits", "digits") == extractor_for("fd_digits_inf", "digits") == "fd_digits"
+    assert extractor_for("cs_digits", "digits") == "fd_digits"  # the same classifier: its logits
+    assert {"fd_<dataset>", "fd_<dataset>_inf", "cs_<dataset>", "fid_inf", "color_fd_inf"} <= set(METRICS)
+    with pytest.raises(ValueError, match="valid metrics: fid, fid_inf, kid, color_fd, color_fd_inf, color_mean_shift, "
+                                         "fd_digits, fd_digits_inf, cs_digits"):
         validate_metrics(["is"], "digits")
     with pytest.raises(ValueError, match="use fd_digits"):
         extractor_for("fd_colors", "digits")
+    with pytest.raises(ValueError, match="use fd_digits_inf"):
+        extractor_for("fd_colors_inf", "digits")
+    with pytest.raises(ValueError, match="use cs_digits"):
+        extractor_for("cs_colors", "digits")
     with pytest.raises(ValueError, match="unknown metric 'FID'"):
         extractor_for("FID")
+    for bad in ("fd_", "fd__inf", "cs_", "kid_inf", "fid_inf_inf"):
+        with pytest.raises(ValueError, match="unknown metric"):
+            resolve_metric(bad)
+
+
+def test_inf_suffix_parsing():
+    """`fd_digits_inf` is the _inf variant of fd_digits, never dataset `digits_inf`; with a dataset
+    the names are matched exactly, so a dataset whose name ends in _inf still works."""
+    m, ds = resolve_metric("fd_digits_inf")
+    assert (m.name, ds) == ("fd_<dataset>_inf", "digits")
+    m, ds = resolve_metric("fd_digits_inf", "digits")
+    assert (m.name, ds) == ("fd_<dataset>_inf", "digits")
+    m, ds = resolve_metric("fd_digits_inf", "digits_inf")
+    assert (m.name, ds) == ("fd_<dataset>", "digits_inf")
+    assert resolve_metric("fd_digits_inf_inf", "digits_inf")[0].name == "fd_<dataset>_inf"
+    assert resolve_metric("fid_inf")[0].compute is REGISTRY["fd_<dataset>_inf"].compute
+
+
+@pytest.mark.parametrize("name", [n.replace("<dataset>", "digits") for n in METRICS])
+def test_every_metric_declares_its_direction(name):
+    assert higher_is_better(name) is name.startswith("cs_")  # cs is a score; everything else a distance
+
+
+def test_higher_is_better_unknown_raises():
+    with pytest.raises(ValueError, match="valid metrics"):
+        higher_is_better("inception_score")
+
+
+def test_classifier_score_closed_forms():
+    k = 4
+    confident = np.eye(k)[np.arange(40) % k] * 50.0  # one-hot-like, balanced classes
+    assert classifier_score(confident) == pytest.approx(k, rel=1e-6)
+    same = np.tile(np.random.default_rng(0).normal(size=(1, k)), (30, 1))  # every sample the same p(y|x)
+    assert classifier_score(same) == pytest.approx(1.0, abs=1e-12)
+    # two classes, p(y|x) = (a, 1-a) or (1-a, a) half the time each: p(y) = (1/2, 1/2) and
+    # KL = a log(2a) + (1-a) log(2(1-a)) for every sample
+    a = 0.8
+    logits = np.log(np.array([[a, 1 - a], [1 - a, a]] * 10))
+    assert classifier_score(logits) == pytest.approx(np.exp(a * np.log(2 * a) + (1 - a) * np.log(2 * (1 - a))), rel=1e-12)
+    assert score("cs_digits", {"feats": np.zeros((40, 2)), "logits": confident}, RefStats(None, None, None, 0, "k")) == \
+        pytest.approx(k, rel=1e-6)
+
+
+# fd_inf. The null case: N samples of N(0, I_d) against the statistics of M = 50 N others. To
+# first order in 1/N the plain FD is then biased by  c/N,  c = d + d(d+1)/4  (E||mu_hat||^2 = d/N;
+# Tr(S + I - 2 S^(1/2)) ~ ||S - I||_F^2 / 4 with E||S - I||_F^2 = d(d+1)/N), and its standard
+# deviation is about sqrt(2d + d(d+1)/4) / N (chi-square terms of the same expansion).
+D, N, M = 32, 1024, 51_200
+
+
+def _null(seed, shift=0.0):
+    rng = np.random.default_rng(seed)
+    gen = rng.normal(size=(N, D))
+    gen[:, 0] += shift
+    return gen, *gaussian_stats(rng.normal(size=(M, D)))
+
+
+def test_fd_inf_sizes():
+    assert fd_inf_sizes(128) == [64, 73, 82, 91, 101, 110, 119, 128]
+    assert fd_inf_sizes(3) == [2, 3]
+    with pytest.raises(ValueError, match="at least 3 samples"):
+        fd_inf_sizes(2)
+    with pytest.raises(ValueError, match="distinct subset sizes"):
+        fd_inf(np.zeros((10, 2)), np.zeros(2), np.eye(2), sizes=[5])
+
+
+def test_fd_inf_of_one_gaussian_is_near_zero_where_plain_fd_is_not():
+    """Bound: what the extrapolation cannot remove is the reference side's own bias c/M and the
+    noise; |fd_inf| < c/M + 5 sd (0.094 here) while plain FD sits at c/N = 0.289 +- 5 sd."""
+    c = D + D * (D + 1) / 4
+    sd = np.sqrt(2 * D + D * (D + 1) / 4) / N
+    gen, mu, sigma = _null(0)
+    plain = fd_from_feats(gen, mu, sigma)
+    assert abs(plain - c / N) < 5 * sd  # the closed-form small-N bias
+    assert plain > c / M + 10 * sd
+    got = fd_inf(gen, mu, sigma)
+    assert abs(got) < c / M + 5 * sd
+    assert fd_inf(gen, mu, sigma) == got  # seeded: deterministic
+    assert fd_inf(gen, mu, sigma, seed=1) != got
+
+
+def test_fd_inf_of_a_shifted_gaussian_is_the_squared_shift():
+    """mu_gen - mu_ref = (1, 0, ...), equal covariances: the true FD is exactly 1. One sample's
+    fd_inf carries the noise of 2 delta . (mu_hat - mu) (sd 2/sqrt(N)) amplified by the
+    extrapolation (measured sd 0.083), so average 8 seeds (sd ~0.03): within 0.1 of 1 (> 3 sd),
+    where the plain FD's mean is 1 + c/N = 1.29."""
+    runs = [_null(seed, shift=1.0) for seed in range(8)]
+    inf = np.mean([fd_inf(g, mu, s) for g, mu, s in runs])
+    plain = np.mean([fd_from_feats(g, mu, s) for g, mu, s in runs])
+    assert abs(inf - 1.0) < 0.1
+    assert plain - 1.0 > 0.2
+
+
+def test_fd_inf_over_corrects_when_d_over_n_is_large():
+    """Where it does not hold (measured, so the limit stays documented): 64-d features, N = 128,
+    true FD 0. Plain FD is ~9.3, fd_inf ~-2.5; the row's floor (real images at the same N) is
+    then the honest yardstick."""
+    rng = np.random.default_rng(0)
+    mu, sigma = np.zeros(64), np.eye(64)
+    got = [fd_inf(rng.normal(size=(128, 64)), mu, sigma) for _ in range(4)]
+    assert all(-4.0 < g < -1.0 for g in got)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -60,6 +60,10 @@ def test_snapshots_are_scored_with_their_step_and_never_twice(tmp_path, data_dir
     assert any(p and {r["train_step"] for r in p} <= {10, 20} for p in seen_partial)  # published before the end
     run_dir = tmp_path / "runs" / "run_scorer"
     assert sorted(p.name for p in run_dir.glob("results_step_*.json")) == ["results_step_00000010.json", "results_step_00000020.json"]
+    # each checkpoint's generated features are kept beside the artifacts, one file per step
+    assert all((run_dir / "artifacts" / r["features"]).is_file() for r in rows)
+    assert sorted(r["features"].split("_")[0] for r in rows) == ["features/step00000010", "features/step00000020", "features/step00000040"]
+    assert all(r["floor"] is not None and r["checkpoint_step"] == r["train_step"] for r in rows)
 
     # a retry after the run finished: nothing is trained or scored again
     again = {}
