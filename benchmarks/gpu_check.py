@@ -134,7 +134,7 @@ def main() -> int:
 
 def sample_and_score(checkpoint: str, cuda: bool, data_dir: Path, errors: list[str]) -> dict:
     """T=20 DDPM samples scored with Inception FID (T=2 and fd_digits in smoke mode)."""
-    from evaluator import evaluate
+    from evaluator import EvalConfig, evaluate
 
     metric, T = ("fd_digits", 2) if SMOKE else ("fid", 20)
     num_gen = 64 if SMOKE else env_int("GPU_CHECK_NUM_GEN", 1000)
@@ -152,9 +152,9 @@ def sample_and_score(checkpoint: str, cuda: bool, data_dir: Path, errors: list[s
                 errors.append(out["error"])
                 return out
     t0 = time.time()
-    rows = evaluate(checkpoint, steps=[T], samplers=["ddpm"], metrics=[metric], num_samples=num_gen, num_actors=0,
-                    num_gpus_per_actor=1 if cuda else 0, data_dir=data_dir, batch_size=256,
-                    num_ref=None if SMOKE else env_int("GPU_CHECK_NUM_REF", 10_000))
+    cfg = EvalConfig(steps=[T], samplers=["ddpm"], metrics=[metric], num_samples=num_gen, batch_size=256,
+                     num_ref=None if SMOKE else env_int("GPU_CHECK_NUM_REF", 10_000), analyses=False)
+    rows = evaluate(checkpoint, cfg, num_actors=0, num_gpus_per_actor=1 if cuda else 0, data_dir=data_dir)
     out.update(value=round(rows[0]["value"], 4), num_ref=rows[0]["num_ref"], seconds=round(time.time() - t0, 1),
                sample_and_feature_s=rows[0]["seconds"])
     return out
