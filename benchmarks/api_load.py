@@ -23,10 +23,10 @@ import httpx
 import uvicorn
 
 from common import add_json_arg, now, percentile, row, throwaway_postgres, write_json
-from service import crud
-from service.config import Settings
-from service.db import make_engine, make_sessionmaker, session_scope, upgrade
-from service.main import create_app
+from service.store import crud
+from service.core.config import Settings
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
+from service.app.main import create_app
 
 SPEC = {
     "name": "bench",

@@ -35,7 +35,7 @@ def main() -> None:
     add_json_arg(ap)
     args = ap.parse_args()
     started_at = now()
-    cmd = shlex.split(args.command) if args.command else [sys.executable, "-m", "service.demo"]
+    cmd = shlex.split(args.command) if args.command else [sys.executable, "-m", "service.client.demo"]
     with tempfile.TemporaryDirectory(prefix="snrlab-demo-bench-") as tmp:
         data_dir = Path(args.data_dir or tmp).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -51,9 +51,9 @@ def service_latency(batch_size: int, timeout: float) -> dict:
     """(POST -> training loop start, POST -> first metrics point via the API) in seconds."""
     import httpx
 
-    from service import crud
-    from service.db import make_engine, make_sessionmaker, session_scope, upgrade
-    from service.demo import free_port, session_pids, wait_healthy
+    from service.store import crud
+    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
+    from service.client.demo import free_port, session_pids, wait_healthy
 
     with tempfile.TemporaryDirectory(prefix="snrlab-first-step-") as tmp:
         data_dir = Path(tmp)

@@ -50,10 +50,11 @@ def seed_results(url: str, num_results: int) -> str:
     """Migrate, store `num_results` results of succeeded runs, return a fresh API token."""
     from sqlalchemy import update
 
-    from service import crud, schemas
-    from service.db import make_engine, make_sessionmaker, session_scope, upgrade
-    from service.lifecycle import RunStatus
-    from service.models import Run
+    from service.store import crud
+    from service.domain import spec as schemas
+    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
+    from service.core.lifecycle import RunStatus
+    from service.store.models import Run
 
     upgrade(url)
     engine = make_engine(url)
@@ -89,8 +90,8 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
     """The server process: snrlab's app plus the bare endpoint, on one uvicorn worker."""
     import uvicorn
 
-    from service.config import Settings
-    from service.main import create_app
+    from service.core.config import Settings
+    from service.app.main import create_app
 
     app = create_app(Settings(database_url=database_url, data_dir=Path(data_dir), dispatcher_enabled=False))
 

@@ -8,10 +8,10 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service import crud
-from service.config import Settings
-from service.db import read_only
-from service.errors import AuthError
+from service.store import crud
+from service.core.config import Settings
+from service.store.db import read_only
+from service.core.errors import AuthError
 
 
 def get_session(request: Request) -> Iterator[Session]:

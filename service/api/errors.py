@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.errors import AuthError, ServiceError, SpecError
+from service.core.errors import AuthError, ServiceError, SpecError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from service import crud, limits, schemas
+from service.store import crud
+from service.domain import limits
+from service.domain import spec as schemas
 from service.api.deps import ExperimentId, ReaderDep, SessionDep, SettingsDep, WriterDep
 from service.api.errors import ERROR_RESPONSES
 

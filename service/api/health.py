@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 
-from service import schemas
+from service.domain import spec as schemas
 from service.api.deps import SessionDep
 
 router = APIRouter(tags=["health"])
@@ -40,7 +40,7 @@ def readyz(request: Request, session: SessionDep):
         session.execute(text("SELECT 1"))
         database = "ok"
     except Exception as e:  # noqa: BLE001 - reported, not raised: this endpoint says why
-        from service.executor import readable_error
+        from service.runtime.executor import readable_error
 
         database = f"unreachable: {readable_error(e)}"
     dispatcher = request.app.state.dispatcher

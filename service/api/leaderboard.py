@@ -4,7 +4,9 @@ from typing import Literal
 
 from fastapi import APIRouter
 
-from service import crud, registry, schemas
+from service.store import crud
+from service.domain import registry
+from service.domain import spec as schemas
 from service.api.deps import Filter, ReaderDep, SessionDep
 from service.api.errors import ERROR_RESPONSES
 

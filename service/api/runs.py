@@ -5,10 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from service import crud, paths, schemas
+from service.store import crud
+from service.runtime import paths
+from service.domain import spec as schemas
 from service.api.deps import ReaderDep, RunId, SessionDep, SettingsDep
 from service.api.errors import ERROR_RESPONSES
-from service.errors import NotFoundError
+from service.core.errors import NotFoundError
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 

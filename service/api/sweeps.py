@@ -4,10 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service import limits, sweeps
+from service.domain import limits
+from service.runtime import sweep_manager as sweeps
 from service.api.deps import ReaderDep, SessionDep, SettingsDep, SweepId, WriterDep
 from service.api.errors import ERROR_RESPONSES
-from service.sweep_schemas import SweepList, SweepRead, SweepSpec, check_sweep
+from service.domain.sweep_spec import SweepList, SweepRead, SweepSpec, check_sweep
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=ERROR_RESPONSES)
 

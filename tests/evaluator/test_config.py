@@ -65,7 +65,7 @@ def test_json_schema_and_round_trip():
 def test_reads_every_evaluation_the_service_accepts():
     """The service stores `EvaluationSpec.model_dump(mode="json")` per run; EvalConfig must take
     it as is (the adapter parses it once) until the service composes EvalConfig itself."""
-    from service.schemas import EvaluationSpec
+    from service.domain.spec import EvaluationSpec
 
     assert set(EvaluationSpec.model_fields) <= set(EvalConfig.model_fields)
     spec = EvaluationSpec(steps=[2, 10], samplers=["ddpm", "ddim"], metrics=["fd_digits", "fid"], num_samples=64,

@@ -75,7 +75,7 @@ def test_eval_unknown_metric_exits_2(tmp_path, data_dir):
 
 
 def test_root_app_has_eval():
-    from service.cli import app
+    from service.client.cli import app
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
     assert {"eval", "rescore"} <= names

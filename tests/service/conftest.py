@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from service import crud
-from service.config import Settings
-from service.db import make_engine, make_sessionmaker, session_scope, upgrade
-from service.executor import ClusterInfo, Job, JobState, NodeInfo
-from service.main import create_app
-from service.models import Base
+from service.store import crud
+from service.core.config import Settings
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
+from service.runtime.executor import ClusterInfo, Job, JobState, NodeInfo
+from service.app.main import create_app
+from service.store.models import Base
 
 # Where the PostgreSQL tests create their own database. Unreachable is a failure, not a skip.
 PG_ADMIN_URL = os.environ.get("SNRLAB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

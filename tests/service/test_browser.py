@@ -10,8 +10,8 @@ import httpx
 import pytest
 from web_support import finished_experiment
 
-from service import web
-from service.main import create_app
+from service.web import pages as web
+from service.app.main import create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

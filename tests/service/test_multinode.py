@@ -25,8 +25,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from service import crud
-from service.db import make_engine, make_sessionmaker, session_scope, upgrade
+from service.store import crud
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 from trainer.metrics_log import read_records
 
 pytestmark = pytest.mark.ray

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service import crud
-from service.config import Settings
-from service.db import session_scope
-from service.dispatcher import Dispatcher
-from service.executor import StorageNotShared
-from service.main import create_app
-from service.schemas import ExperimentSpec
+from service.store import crud
+from service.core.config import Settings
+from service.store.db import session_scope
+from service.runtime.dispatcher import Dispatcher
+from service.runtime.executor import StorageNotShared
+from service.app.main import create_app
+from service.domain.spec import ExperimentSpec
 from serve_support import ROOT, closed_port, cmdline, kill_session, serve, session_pids, wait_for
 
 # ---------------------------------------------------------------- the real service, real Ray (absent)
@@ -63,8 +63,8 @@ APPEARS = textwrap.dedent("""
     import ray
     from fastapi.testclient import TestClient
     from ray.cluster_utils import Cluster
-    from service.config import Settings
-    from service.main import create_app
+    from service.core.config import Settings
+    from service.app.main import create_app
 
     port, data_dir = int(sys.argv[1]), sys.argv[2]
     address = f"127.0.0.1:{port}"
@@ -248,7 +248,7 @@ def test_an_actor_death_inside_a_train_failure_is_recognised():
     from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
     from ray.train.v2.api.exceptions import WorkerGroupError
 
-    from service.ray_runner import _actor_died
+    from service.runtime.run_actor import _actor_died
 
     died = WorkerGroupError("rank 0 died", {0: WorkerHealthCheckFailedError("A worker health check failed.", ActorDiedError())})
     assert _actor_died(died)
@@ -260,7 +260,7 @@ def test_an_actor_death_with_every_node_alive_is_a_failure_not_a_lost_node(ray_s
     """A worker process that crashes (its node alive) is the run's failure: it counts."""
     from ray.exceptions import ActorDiedError
 
-    from service.ray_runner import _dead_nodes, _node_loss
+    from service.runtime.run_actor import _dead_nodes, _node_loss
 
     assert _node_loss(ActorDiedError(), _dead_nodes(), wait_s=0) is None
     assert _node_loss(ValueError("loss is NaN"), set(), wait_s=0) is None

@@ -13,8 +13,8 @@ import httpx
 import psutil
 from serve_support import closed_port, cmdline, kill_session, serve, session_pids, wait_for
 
-from service import crud
-from service.db import make_engine, make_sessionmaker, session_scope, upgrade
+from service.store import crud
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
 API = "/api/v1"
 RUN_SPEC = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service import crud
-from service.db import session_scope
-from service.main import create_app
+from service.store import crud
+from service.store.db import session_scope
+from service.app.main import create_app
 
 API = "/api/v1"
 
@@ -353,7 +353,7 @@ def test_cancel_queued_experiment(client, auth, make_spec):
 
 def _finish(session_factory, run_ids, values):
     """Mark runs succeeded with fd_digits results (what the dispatcher does)."""
-    from service.lifecycle import RunStatus
+    from service.core.lifecycle import RunStatus
 
     with session_scope(session_factory) as s:
         for run_id, value in zip(run_ids, values):

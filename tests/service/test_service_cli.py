@@ -7,11 +7,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from service import crud
-from service.cli import app
-from service.config import get_settings
-from service.executor import ClusterInfo, JobState, NodeInfo
-from service.main import create_app
+from service.store import crud
+from service.client.cli import app
+from service.core.config import get_settings
+from service.runtime.executor import ClusterInfo, JobState, NodeInfo
+from service.app.main import create_app
 
 runner = CliRunner()
 
@@ -109,6 +109,6 @@ def test_client_commands_against_a_live_server(settings, engine, token, make_spe
 @pytest.mark.parametrize("value, text", [(486.698, "486.7"), (1264.952, "1265"), (5.0, "5.000"), (0.024, "0.02400"),
                                          (-3.14159, "-3.142"), (0.0, "0")])
 def test_leaderboard_numbers_keep_four_significant_digits(value, text):
-    from service.commands import _num
+    from service.client.commands import _num
 
     assert _num(value) == text

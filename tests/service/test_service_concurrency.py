@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from service.main import create_app
+from service.app.main import create_app
 
 N = 50
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from service import crud
-from service.db import session_scope
-from service.dispatcher import Dispatcher
-from service.errors import InvalidTransitionError
-from service.lifecycle import TRANSITIONS, ExperimentStatus, RunStatus, check_transition, experiment_status
-from service.models import Attempt, MetricPoint, Result, Run
-from service.schemas import ExperimentSpec
+from service.store import crud
+from service.store.db import session_scope
+from service.runtime.dispatcher import Dispatcher
+from service.core.errors import InvalidTransitionError
+from service.core.lifecycle import TRANSITIONS, ExperimentStatus, RunStatus, check_transition, experiment_status
+from service.store.models import Attempt, MetricPoint, Result, Run
+from service.domain.spec import ExperimentSpec
 
 
 # ---------------------------------------------------------------- lifecycle (no database)

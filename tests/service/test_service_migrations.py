@@ -5,8 +5,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from service.db import downgrade, make_engine, upgrade
-from service.models import Base
+from service.store.db import downgrade, make_engine, upgrade
+from service.store.models import Base
 
 
 def test_migrations_match_models(database_url):

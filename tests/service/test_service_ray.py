@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service import crud
-from service.config import Settings
-from service.db import make_engine, make_sessionmaker, session_scope, upgrade
-from service.main import create_app
+from service.store import crud
+from service.core.config import Settings
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
+from service.app.main import create_app
 
 API = "/api/v1"
 NAMESPACE = "snrlab"

@@ -7,10 +7,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from service import crud
-from service.config import Settings
-from service.db import make_engine, make_sessionmaker, session_scope, upgrade
-from service.main import create_app
+from service.store import crud
+from service.core.config import Settings
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
+from service.app.main import create_app
 
 TOKEN: dict[str, str] = {}
 

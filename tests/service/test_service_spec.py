@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from service.config import Settings
-from service.crud import expand_runs
-from service.executor import readable_error
-from service.schemas import ExperimentSpec
+from service.core.config import Settings
+from service.store.crud import expand_runs
+from service.runtime.executor import readable_error
+from service.domain.spec import ExperimentSpec
 
 
 @pytest.fixture

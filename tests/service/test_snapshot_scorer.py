@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service import ray_runner
+from service.runtime import run_actor as ray_runner
 from trainer.checkpoint import save_snapshot
 from trainer.config import TrainConfig
 from trainer.models import build_unet
@@ -37,7 +37,7 @@ def _job(tmp_path: Path, data_dir: Path) -> dict:
             "evaluation": {"steps": [2], "samplers": ["ddpm"], "num_samples": 8, "metrics": ["fd_digits"], "analyses": False,
                            "at_steps": [10, 20]},
             "resources": {"workers_per_run": 0}, "data_dir": str(data_dir),
-            "train_fn": f"{__name__}:fake_train", "evaluate_fn": "service.evaluation:evaluate_run"}
+            "train_fn": f"{__name__}:fake_train", "evaluate_fn": "service.runtime.evaluation:evaluate_run"}
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service import crud, paths
-from service.db import session_scope
-from service.lifecycle import RunStatus
-from service.schemas import ExperimentSpec
-from service.study import Cell, Report, Source, Study, compare, study_wall_time
+from service.store import crud
+from service.runtime import paths
+from service.store.db import session_scope
+from service.core.lifecycle import RunStatus
+from service.domain.spec import ExperimentSpec
+from service.client.study.report import Cell, Report, Source, Study, compare, study_wall_time
 
 BASE = {
     "datasets": [{"name": "digits"}],
@@ -38,7 +39,7 @@ STUDY = {
 
 
 def test_bare_weighting_names_find_their_labelled_columns():
-    from service.study import label
+    from service.client.study.report import label
 
     columns = ["constant", "min_snr(gamma=5)", "p2(gamma=1,k=1)", "p2(gamma=2,k=1)"]
     assert label("min_snr", columns) == "min_snr(gamma=5)" and label("constant", columns) == "constant"

@@ -13,12 +13,12 @@ import yaml
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
-from service.cli import app as cli_app
-from service.executor import ClusterInfo, JobState, NodeInfo
-from service.main import create_app
-from service.models import Run, Sweep
-from service.sweeps import ACTOR_PREFIX, concurrency
-from service.sweep_schemas import SweepSpec
+from service.client.cli import app as cli_app
+from service.runtime.executor import ClusterInfo, JobState, NodeInfo
+from service.app.main import create_app
+from service.store.models import Run, Sweep
+from service.runtime.sweep_manager import ACTOR_PREFIX, concurrency
+from service.domain.sweep_spec import SweepSpec
 
 API = "/api/v1"
 NAMESPACE = "snrlab-sweep-tests"
@@ -170,7 +170,7 @@ class ScriptedExecutor:
 def tune_service(ray_session, postgres_url, tmp_path, live_server):
     """A live service (dispatcher + sweep manager) on PostgreSQL, the scripted executor and the
     shared Ray session. Yields (server, executor, ray, auth headers)."""
-    from service.config import Settings
+    from service.core.config import Settings
 
     settings = Settings(database_url=postgres_url, data_dir=tmp_path / "data", dispatch_interval_s=0.1,
                         ray_namespace=NAMESPACE)
@@ -307,8 +307,8 @@ def test_optuna_search_samples_the_space_and_records_the_best(tune_service):
 
 # ---------------------------------------------------------------- real training, service restart
 def _token(url: str) -> str:
-    from service import crud
-    from service.db import make_engine, make_sessionmaker, session_scope, upgrade
+    from service.store import crud
+    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
     upgrade(url)
     engine = make_engine(url)
@@ -324,7 +324,7 @@ def test_real_sweep_survives_a_service_restart_without_rerunning_finished_trials
     trial's run succeeded and the sweep's actor is lost with it (as when Ray goes down with the
     service); a new service restores the Tuner: the finished trial is not rerun, the sweep
     completes, and the leaderboard shows both trials beside any experiment."""
-    from service.config import Settings
+    from service.core.config import Settings
 
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     headers = {"Authorization": f"Bearer {_token(url)}"}
@@ -355,7 +355,7 @@ def test_real_sweep_survives_a_service_restart_without_rerunning_finished_trials
         assert done["best"]["config"]["weighting"] in ("constant", "debias")
         assert lb["columns"] == ["constant", "debias"] and len(lb["rows"]) == 1
         assert all(cell["n"] == 1 for cell in lb["rows"][0]["cells"].values())
-        from service.db import make_engine
+        from service.store.db import make_engine
 
         engine = make_engine(url)
         with engine.connect() as conn:

@@ -8,7 +8,7 @@ import io
 import pytest
 from web_support import STEPS, WEIGHTINGS, finished_experiment
 
-from service import web
+from service.web import pages as web
 
 API = "/api/v1"
 
@@ -49,7 +49,7 @@ def test_a_token_never_stays_in_a_url(settings, engine, client, done, token):
     # even where reads are public
     from fastapi.testclient import TestClient
 
-    from service.main import create_app
+    from service.app.main import create_app
 
     with TestClient(create_app(settings.model_copy(update={"public_reads": True}))) as c:
         r = c.get(f"/experiments?token={token}", follow_redirects=False)
@@ -69,7 +69,7 @@ def test_pages_send_security_headers(client, auth, done):
 def test_public_reads_need_no_token(settings, engine, done):
     from fastapi.testclient import TestClient
 
-    from service.main import create_app
+    from service.app.main import create_app
 
     with TestClient(create_app(settings.model_copy(update={"public_reads": True}))) as c:
         assert c.get("/leaderboard").status_code == 200
@@ -137,8 +137,8 @@ def test_run_page_embeds_artifacts_and_results(client, auth, done):
 
 @pytest.mark.parametrize("full", [False, True])
 def test_demo_spec_is_valid(full):
-    from service.demo import demo_spec
-    from service.schemas import ExperimentSpec
+    from service.client.demo import demo_spec
+    from service.domain.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate(demo_spec(full))
     assert [w.name for w in spec.weightings] == ["constant", "debias", "p2", "min_snr"]
@@ -147,10 +147,10 @@ def test_demo_spec_is_valid(full):
 
 def test_experiment_page_plots_intermediate_checkpoints(client, auth, session_factory, make_spec):
     """evaluation.at_steps: the experiment page shows the metric against training steps (Fig. 7a)."""
-    from service import crud
-    from service.db import session_scope
-    from service.lifecycle import RunStatus
-    from service.schemas import ExperimentSpec
+    from service.store import crud
+    from service.store.db import session_scope
+    from service.core.lifecycle import RunStatus
+    from service.domain.spec import ExperimentSpec
 
     spec = make_spec()
     spec["evaluation"] = {**spec["evaluation"], "at_steps": [50]}
@@ -173,9 +173,9 @@ def test_experiment_page_plots_intermediate_checkpoints(client, auth, session_fa
 
 
 def _plain(session_factory, make_spec) -> str:
-    from service import crud
-    from service.db import session_scope
-    from service.schemas import ExperimentSpec
+    from service.store import crud
+    from service.store.db import session_scope
+    from service.domain.spec import ExperimentSpec
 
     with session_scope(session_factory) as s:
         exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(make_spec(name="plain")), code_version="test")

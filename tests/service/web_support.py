@@ -2,11 +2,12 @@
 crud.create_experiment, then the Dispatcher driving a fake executor to success (no Ray)."""
 from __future__ import annotations
 
-from service import crud, plots
-from service.db import session_scope
-from service.dispatcher import Dispatcher
-from service.paths import artifacts_dir
-from service.schemas import ExperimentSpec
+from service.store import crud
+from service.web import plots
+from service.store.db import session_scope
+from service.runtime.dispatcher import Dispatcher
+from service.runtime.paths import artifacts_dir
+from service.domain.spec import ExperimentSpec
 
 WEIGHTINGS = ["constant", "debias", "min_snr"]
 STEPS = [2, 5, 10]

@@ -2,7 +2,7 @@
 from diffusers import UNet2DModel
 from typer.testing import CliRunner
 
-from service.cli import app
+from service.client.cli import app
 
 runner = CliRunner()
 

@@ -34,7 +34,7 @@ def _analyses(checkpoint: str, cfg, out_dir: str) -> None:
     try:
         run_analyses(checkpoint, out_dir, cfg)
     except Exception as e:  # noqa: BLE001
-        from service.executor import readable_error
+        from service.runtime.executor import readable_error
 
         log.exception("analyses failed for %s", checkpoint)
         Path(out_dir).mkdir(parents=True, exist_ok=True)

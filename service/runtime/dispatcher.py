@@ -22,12 +22,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from service import crud, paths
-from service.config import Settings
-from service.db import session_scope
-from service.executor import ClusterInfo, Executor, Job, JobState, job_name, readable_error
-from service.lifecycle import RunStatus
-from service.models import Attempt, Run, utcnow
+from service.store import crud
+from service.runtime import paths
+from service.core.config import Settings
+from service.store.db import session_scope
+from service.runtime.executor import ClusterInfo, Executor, Job, JobState, job_name, readable_error
+from service.core.lifecycle import RunStatus
+from service.store.models import Attempt, Run, utcnow
 from trainer.metrics_log import read_records
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ LIVE = (RunStatus.TRAINING.value, RunStatus.EVALUATING.value)
 
 class Dispatcher:
     def __init__(self, *, session_factory: sessionmaker[Session], settings: Settings, executor: Executor,
-                 train_fn: str = "trainer.run:train", evaluate_fn: str = "service.evaluation:evaluate_run",
+                 train_fn: str = "trainer.run:train", evaluate_fn: str = "service.runtime.evaluation:evaluate_run",
                  connect_backoff_s: tuple[float, float] = (1.0, 60.0)):
         self.factory = session_factory
         self.settings = settings

@@ -83,7 +83,7 @@ def alembic_config(url: str):
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", "service:migrations")
+    cfg.set_main_option("script_location", "service.store:migrations")
     cfg.attributes["database_url"] = url
     return cfg
 

@@ -4,10 +4,10 @@ cluster, a memory estimate of each run against the largest Ray node. A refusal i
 (422) naming the field and the limit."""
 from __future__ import annotations
 
-from service import schemas
-from service.config import Settings
-from service.errors import SpecError
-from service.executor import ClusterInfo
+from service.domain import spec as schemas
+from service.core.config import Settings
+from service.core.errors import SpecError
+from service.runtime.executor import ClusterInfo
 
 
 def check_limits(spec: schemas.ExperimentSpec, *, settings: Settings, cluster: ClusterInfo | None,
@@ -32,7 +32,7 @@ def check_memory(spec: schemas.ExperimentSpec, *, cluster: ClusterInfo, prefix: 
     from trainer.config import TrainConfig
     from trainer.footprint import human_bytes, training_footprint
 
-    from service import crud
+    from service.store import crud
 
     largest = cluster.largest_memory_bytes
     workers = spec.resources.workers_per_run

@@ -12,10 +12,10 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from service import commands as service_commands
+    from service.client import commands as service_commands
 
     service_commands.register(app)
-    from service import study
+    from service.client.study import report as study
 
     study.register(app)
     from trainer import cli as trainer_cli

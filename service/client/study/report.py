@@ -82,7 +82,7 @@ class Source:
 
     def experiment_for(self, spec: dict) -> dict | None:
         """The newest experiment with this spec (same name and canonical hash); succeeded first."""
-        from service.schemas import ExperimentSpec
+        from service.domain.spec import ExperimentSpec
 
         wanted = ExperimentSpec.model_validate(spec).canonical_hash()
         found = []
@@ -316,7 +316,7 @@ class Report:
         steps = sorted({s for s, _ in cells})
         ts = sorted({t for _, t in cells})
         weightings = [w for w in board["columns"]]
-        from service.plots import metric_vs_training
+        from service.web.plots import metric_vs_training
 
         path, link = self.fig(f"{self.study.name}_{section.id}_vs_training.png")
         path.write_bytes(metric_vs_training(comparable_rows(board, metric), board["columns"],
@@ -387,7 +387,7 @@ class Report:
             self.p(f"{caption(board, metric)}:", "")
             self._table(cells, weightings, "T", [(final, t) for t in ts], lambda k: str(k[1]))
             path, link = self.fig(f"{self.study.name}_{section.id}_{metric}.png")
-            from service.plots import metric_vs_steps  # the leaderboard page's Fig. 7b plot
+            from service.web.plots import metric_vs_steps  # the leaderboard page's Fig. 7b plot
 
             final_rows = [r for r in comparable_rows(board, metric) if r["train_step"] == final]
             path.write_bytes(metric_vs_steps(final_rows, weightings, metric=metric, title=f"{metric} at few sampling steps"))
@@ -497,7 +497,7 @@ study_app = typer.Typer(help="Reproduction studies: submit their experiments; `s
 def submit(study_file: Path = typer.Argument(..., exists=True, dir_okay=False),
            wait: bool = typer.Option(False, "--wait", help="follow every experiment until it finishes")) -> None:
     """Post every experiment of the study; resubmitting returns the same experiments (idempotency keys)."""
-    from service import commands
+    from service.client import commands
 
     def go():
         try:
@@ -506,7 +506,7 @@ def submit(study_file: Path = typer.Argument(..., exists=True, dir_okay=False),
             raise commands.ApiError(f"{study_file}: {e}") from None
         ids = {}
         for key, spec in specs.items():
-            from service.schemas import ExperimentSpec
+            from service.domain.spec import ExperimentSpec
 
             digest = ExperimentSpec.model_validate(spec).canonical_hash()[:32]
             exp = commands._call("POST", "/experiments", json=spec, headers={"Idempotency-Key": f"study-{study.name}-{key}-{digest}"})
@@ -524,7 +524,7 @@ def report(study_file: Path = typer.Option(..., "--study", exists=True, dir_okay
            out: Optional[Path] = typer.Option(None, "--out", help="write the markdown here (default: stdout)"),
            figures: Optional[Path] = typer.Option(None, "--figures", help="directory for the figures (default: next to --out, figures/)")) -> None:
     """Regenerate a study's report (markdown, figures, verdicts) from the leaderboard and run artifacts."""
-    from service import commands
+    from service.client import commands
 
     def go():
         try:

@@ -16,8 +16,8 @@ from typing import Any
 
 import ray
 
-from service import paths
-from service.executor import load_callable, readable_error
+from service.runtime import paths
+from service.runtime.executor import load_callable, readable_error
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from service import registry
-from service.lifecycle import ExperimentStatus, RunStatus
+from service.domain import registry
+from service.core.lifecycle import ExperimentStatus, RunStatus
 
 MAX_RUNS = 1000
 

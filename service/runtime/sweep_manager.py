@@ -19,13 +19,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from service import crud, schemas
-from service.db import session_scope
-from service.errors import ConflictError, NotFoundError, SpecError
-from service.executor import readable_error
-from service.lifecycle import RunStatus
-from service.models import Experiment, Result, Run, Sweep, utcnow
-from service.sweep_schemas import WEIGHTING_PARAM, SweepRead, SweepSpec, SweepSummary, SweepTrial, value_label
+from service.store import crud
+from service.domain import spec as schemas
+from service.store.db import session_scope
+from service.core.errors import ConflictError, NotFoundError, SpecError
+from service.runtime.executor import readable_error
+from service.core.lifecycle import RunStatus
+from service.store.models import Experiment, Result, Run, Sweep, utcnow
+from service.domain.sweep_spec import WEIGHTING_PARAM, SweepRead, SweepSpec, SweepSummary, SweepTrial, value_label
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def ensure_trial_run(session: Session, *, sweep_id: str, trial_id: str, point: d
     exp = session.get(Experiment, sweep.experiment_id)
     if sweep.status in TERMINAL or exp.cancel_requested_at is not None:
         raise SweepStopped(f"sweep {sweep_id} is {sweep.status}; trial {trial_id} gets no run")
-    from service.sweep_schemas import trial_run_row
+    from service.domain.sweep_spec import trial_run_row
 
     row = trial_run_row(SweepSpec.model_validate(sweep.spec), point, checkpoint_every=checkpoint_every)
     index = session.scalar(select(func.coalesce(func.max(Run.index) + 1, 0)).where(Run.experiment_id == exp.id))
@@ -359,7 +360,7 @@ class SweepManager:
     def _launch(self, sweep_id: str) -> None:
         import ray
 
-        from service.sweep_runner import SweepWorker
+        from service.runtime.sweep_actor import SweepWorker
 
         with self.factory() as s:
             job = self._job(get_sweep(s, sweep_id=sweep_id))

@@ -22,10 +22,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from service import crud, paths, plots, registry
+from service.store import crud
+from service.runtime import paths
+from service.web import plots
+from service.domain import registry
 from service.api import runs as runs_api
 from service.api.deps import Credentials, ExperimentId, Filter, RunId, SessionDep, SettingsDep
-from service.errors import AuthError
+from service.core.errors import AuthError
 
 COOKIE = "snrlab_token"
 ARTIFACT_FIGURES = ("samples_by_T.png", "one_step_estimation.png", "mse_vs_t.png", "amplified_error.png")
@@ -226,7 +229,7 @@ def _select(name: str, options: list[str], current: str | None) -> str:
 def _filter_options(session) -> dict[str, list[str]]:
     from sqlalchemy import select
 
-    from service.models import Result, Run
+    from service.store.models import Result, Run
 
     rows = session.execute(select(Run.dataset, Result.metric, Result.sampler, Run.experiment_id)
                            .join(Run, Result.run_id == Run.id).distinct()).all()

@@ -35,7 +35,7 @@ _factories: dict[str, Any] = {}
 def session_factory(url: str):
     """One engine per database per process (callbacks and trials are re-created, engines are not)."""
     if url not in _factories:
-        from service.db import make_engine, make_sessionmaker
+        from service.store.db import make_engine, make_sessionmaker
 
         _factories[url] = make_sessionmaker(make_engine(url, pool_size=2, max_overflow=4) if url.startswith("postgresql")
                                             else make_engine(url))
@@ -48,8 +48,8 @@ def watch_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     from sqlalchemy import select
     from sqlalchemy.exc import OperationalError
 
-    from service.lifecycle import RunStatus
-    from service.models import Result, Run
+    from service.core.lifecycle import RunStatus
+    from service.store.models import Result, Run
 
     trial_id = tune.get_context().get_trial_id()
     actor = ray.get_actor(job["actor_name"], namespace=job["namespace"])
@@ -121,8 +121,8 @@ class StopTrialRuns(_TuneCallback):
         self._stop(trial.trial_id, f"its sweep trial {trial.trial_id} failed")
 
     def _stop(self, trial_id: str, reason: str) -> None:
-        from service.db import session_scope
-        from service.sweeps import stop_trial_run
+        from service.store.db import session_scope
+        from service.runtime.sweep_manager import stop_trial_run
 
         try:
             with session_scope(session_factory(self.job["database_url"])) as s:
@@ -139,7 +139,7 @@ def build_tuner(job: dict[str, Any]):
 
     from ray import tune
 
-    from service.sweep_schemas import SweepSpec, label_table
+    from service.domain.sweep_spec import SweepSpec, label_table
 
     path = os.path.join(job["storage_path"], job["sweep_id"])
     trainable = make_trainable(job)
@@ -193,7 +193,7 @@ def _scheduler(spec):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    from service.sweep_schemas import corner_values
+    from service.domain.sweep_spec import corner_values
 
     steps = spec.search_space.get("steps")
     max_t = max(corner_values("steps", steps)) if steps else spec.base.training.steps
@@ -219,7 +219,7 @@ class SweepWorker:
         return True
 
     def _main(self) -> None:
-        from service.executor import readable_error
+        from service.runtime.executor import readable_error
 
         try:
             tuner = build_tuner(self.job)
@@ -234,8 +234,8 @@ class SweepWorker:
         return dict(self.state)
 
     def ensure_run(self, trial_id: str, point: dict[str, Any]) -> str:
-        from service.db import session_scope
-        from service.sweeps import ensure_trial_run
+        from service.store.db import session_scope
+        from service.runtime.sweep_manager import ensure_trial_run
 
         with session_scope(session_factory(self.job["database_url"])) as s:
             return ensure_trial_run(s, sweep_id=self.job["sweep_id"], trial_id=trial_id, point=point,

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
-from service import schemas
-from service.errors import AuthError, ConflictError, NotFoundError, SpecError
-from service.lifecycle import RunStatus, check_transition, experiment_status
-from service.models import ApiToken, Experiment, IdempotencyKey, MetricPoint, Result, Run, utcnow
+from service.domain import spec as schemas
+from service.core.errors import AuthError, ConflictError, NotFoundError, SpecError
+from service.core.lifecycle import RunStatus, check_transition, experiment_status
+from service.store.models import ApiToken, Experiment, IdempotencyKey, MetricPoint, Result, Run, utcnow
 
 
 # ---------------------------------------------------------------- experiments

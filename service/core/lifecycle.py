@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import Enum
 
-from service.errors import InvalidTransitionError
+from service.core.errors import InvalidTransitionError
 
 
 class RunStatus(str, Enum):

@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
 
-from service import registry, schemas
-from service.errors import SpecError
+from service.domain import registry
+from service.domain import spec as schemas
+from service.core.errors import SpecError
 
 CATEGORICAL = ("weighting", "dataset", "target", "t_sampling")
 INTEGER = ("batch_size", "steps", "seed")
@@ -139,7 +140,7 @@ def trial_spec(spec: SweepSpec, point: dict[str, Any]) -> tuple[schemas.Experime
 def trial_run_row(spec: SweepSpec, point: dict[str, Any], *, checkpoint_every: int | None = None) -> dict[str, Any]:
     """The Run columns of one trial: the experiment's own expansion of its one-run spec, plus
     t_sampling (hashed into config_hash, so the leaderboard never mixes the two samplings)."""
-    from service import crud
+    from service.store import crud
 
     exp_spec, t_sampling = trial_spec(spec, point)
     [row] = crud.expand_runs(exp_spec, checkpoint_every=checkpoint_every)
@@ -260,7 +261,7 @@ def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = (),
     combos = math.prod(len(corner_values(k, d)) for k, d in spec.search_space.items())
     if combos > MAX_CHECKED:
         raise SpecError(("body", "search_space"), f"the search space has {combos} combinations to validate; at most {MAX_CHECKED}")
-    from service import crud
+    from service.store import crud
 
     spec = _normalise_paths(spec, data_roots)
     for point in points_to_check(spec):
@@ -282,7 +283,7 @@ def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = (),
 def _normalise_paths(spec: SweepSpec, data_roots: Iterable[Path]) -> SweepSpec:
     """Dataset paths of the base and of the `dataset` domain, normalised as an experiment's are
     (crud.normalise_path): the trials read exactly what was checked."""
-    from service import crud
+    from service.store import crud
 
     try:
         base = crud.check_data_roots(spec.base, data_roots=data_roots)

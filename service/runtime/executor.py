@@ -26,7 +26,7 @@ class Job:
     storage_path: str  # Ray Train storage_path (settings.runs_dir)
     data_dir: str | None = None  # SNRLAB_DATA_DIR: the evaluator's caches (reference stats, extractors)
     train_fn: str = "trainer.run:train"
-    evaluate_fn: str = "service.evaluation:evaluate_run"
+    evaluate_fn: str = "service.runtime.evaluation:evaluate_run"
 
     @property
     def name(self) -> str:
@@ -164,7 +164,7 @@ class RayExecutor:
     def submit(self, job: Job) -> None:
         import ray
 
-        from service.ray_runner import RunWorker
+        from service.runtime.run_actor import RunWorker
 
         actor = RunWorker.options(
             name=job.name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
@@ -190,7 +190,7 @@ class RayExecutor:
     def cancel(self, name: str) -> None:
         import ray
 
-        from service.ray_cleanup import placement_groups_of, reap_placement_groups
+        from service.runtime.ray_cleanup import placement_groups_of, reap_placement_groups
 
         actor = self._actor(name)
         if actor is None:
@@ -215,7 +215,7 @@ class RayExecutor:
 
     def maintain(self) -> None:
         """Periodic housekeeping from the dispatcher: free leaked placement groups."""
-        from service.ray_cleanup import reap_placement_groups
+        from service.runtime.ray_cleanup import reap_placement_groups
 
         reap_placement_groups()
 

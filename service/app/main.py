@@ -7,16 +7,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service import registry
+from service.domain import registry
 from service.api import errors, experiments, health, leaderboard, runs
 from service.api import sweeps as sweeps_api
-from service.config import Settings, get_settings
-from service.db import make_engine, make_sessionmaker, upgrade
-from service.dispatcher import Dispatcher
-from service.executor import Executor, build_executor, check_shared_storage
-from service.middleware import BodySizeLimit, SecurityHeaders
-from service.sweeps import SweepManager
-from service.version import code_version
+from service.core.config import Settings, get_settings
+from service.store.db import make_engine, make_sessionmaker, upgrade
+from service.runtime.dispatcher import Dispatcher
+from service.runtime.executor import Executor, build_executor, check_shared_storage
+from service.app.middleware import BodySizeLimit, SecurityHeaders
+from service.runtime.sweep_manager import SweepManager
+from service.core.version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
     app.include_router(sweeps_api.router, prefix=API_PREFIX)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
     app.add_api_route("/readyz", health.readyz, include_in_schema=False)
-    from service import web  # the pages (leaderboard, experiments, runs) beside the API
+    from service.web import pages as web  # the pages (leaderboard, experiments, runs) beside the API
 
     web.register(app)
     return app

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "studies" / "demo.yaml"
 
 
@@ -112,8 +112,8 @@ def screenshot(page_url: str, out: Path) -> Path | None:
 
 
 def main() -> int:
-    from service import commands
-    from service.config import get_settings
+    from service.client import commands
+    from service.core.config import get_settings
 
     t0 = time.time()
     full = os.environ.get("DEMO", "").lower() == "full"
@@ -127,8 +127,8 @@ def main() -> int:
     print(f"snrlab demo ({'full' if full else 'quick'}): data in {data_dir}, service on {url}", flush=True)
 
     # token first (same database the service will use)
-    from service import crud
-    from service.db import make_engine, make_sessionmaker, session_scope, upgrade
+    from service.store import crud
+    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
     db_url = settings.resolved_database_url
     upgrade(db_url)

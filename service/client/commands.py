@@ -40,9 +40,9 @@ def serve(
     """Start the API (uvicorn); migrations are applied and the dispatcher starts with it."""
     import uvicorn
 
-    from service.config import get_settings
-    from service.executor import StorageNotShared
-    from service.main import create_app
+    from service.core.config import get_settings
+    from service.runtime.executor import StorageNotShared
+    from service.app.main import create_app
 
     settings = get_settings()
     try:
@@ -54,7 +54,7 @@ def serve(
     # stops the dispatcher and the local Ray this process started (node agents included), then
     # uvicorn re-raises the signal. Nothing after uvicorn.run may be relied on: for SIGTERM the
     # re-raised signal ends the process there.
-    from service.logs import log_config
+    from service.core.logs import log_config
 
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level,
                 log_config=log_config(log_level))
@@ -63,8 +63,8 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations to SNRLAB_DATABASE_URL."""
-    from service.config import get_settings
-    from service.db import upgrade
+    from service.core.config import get_settings
+    from service.store.db import upgrade
 
     url = get_settings().resolved_database_url
     upgrade(url, revision)
@@ -73,15 +73,15 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(..., help="e.g. base or -1")) -> None:
-    from service.config import get_settings
-    from service.db import downgrade
+    from service.core.config import get_settings
+    from service.store.db import downgrade
 
     downgrade(get_settings().resolved_database_url, revision)
 
 
 def _local_session():
-    from service.config import get_settings
-    from service.db import make_engine, make_sessionmaker, session_scope, upgrade
+    from service.core.config import get_settings
+    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
     url = get_settings().resolved_database_url
     upgrade(url)
@@ -91,7 +91,7 @@ def _local_session():
 @token_app.command("create")
 def token_create(name: str = typer.Option(..., "--name", help="who or what uses the token")) -> None:
     """Create a token and print it once; only its sha256 is stored."""
-    from service import crud
+    from service.store import crud
 
     with _local_session() as s:
         row, token = crud.create_token(s, name=name)
@@ -101,7 +101,7 @@ def token_create(name: str = typer.Option(..., "--name", help="who or what uses 
 
 @token_app.command("list")
 def token_list() -> None:
-    from service import crud
+    from service.store import crud
 
     with _local_session() as s:
         rows = crud.list_tokens(s)
@@ -113,7 +113,7 @@ def token_list() -> None:
 
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
-    from service import crud
+    from service.store import crud
 
     with _local_session() as s:
         crud.revoke_token(s, token_id=token_id)

@@ -13,7 +13,7 @@ def code_version() -> str:
         pkg = metadata.version("snrlab")
     except metadata.PackageNotFoundError:  # pragma: no cover
         pkg = "0+unknown"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode == 0 and sha.stdout.strip():
