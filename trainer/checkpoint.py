@@ -2,7 +2,8 @@
 
     DIR/unet_ema/          UNet2DModel.save_pretrained of the EMA weights (what samplers load)
     DIR/unet/              the raw (non-EMA) weights, same format
-    DIR/training_state.pt  optimizer, step, RNG states
+    DIR/training_state.pt  optimizer, step, RNG states and, when the loss has state, "loss": the
+                           loss_aware sampler's history and the learned log-variance u (EDM2)
     DIR/config.json        the resolved TrainConfig, plus provenance
 """
 from __future__ import annotations
@@ -35,15 +36,17 @@ def provenance(cfg: TrainConfig) -> dict:
     }
 
 
-def save_checkpoint(directory: str | Path, *, cfg: TrainConfig, model, ema, optimizer, step: int, metrics: dict | None = None) -> Path:
+def save_checkpoint(directory: str | Path, *, cfg: TrainConfig, model, ema, optimizer, step: int, metrics: dict | None = None,
+                    loss_state: dict | None = None) -> Path:
+    """loss_state: WeightedLoss.state_dict() (omitted from the file when empty)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     ema.save_pretrained(d / "unet_ema")
     model.save_pretrained(d / "unet")
-    torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "metrics": metrics or {}},
-        d / "training_state.pt",
-    )
+    state = {"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "metrics": metrics or {}}
+    if loss_state:
+        state["loss"] = loss_state
+    torch.save(state, d / "training_state.pt")
     (d / "config.json").write_text(
         json.dumps({"train": cfg.model_dump(mode="json"), "step": step, "provenance": provenance(cfg)}, indent=2)
     )
@@ -82,15 +85,25 @@ def list_snapshots(run_dir: str | Path) -> dict[int, Path]:
     return {int(p.name.removeprefix("step_")): p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")}
 
 
-def load_training_state(directory: str | Path, *, model, ema, optimizer) -> int:
-    """Load weights, EMA, optimizer and RNG into the given objects; returns the step reached."""
+def load_training_state(directory: str | Path, *, model, ema, optimizer, loss=None) -> int:
+    """Load weights, EMA, optimizer, RNG and (given the run's WeightedLoss) the loss state into the
+    given objects; returns the step reached. A loss with state and a checkpoint without it is an error."""
     d = Path(directory)
     model.load_state_dict(UNet2DModel.from_pretrained(d / "unet", low_cpu_mem_usage=False).state_dict())
     ema.load_state_dict(UNet2DModel.from_pretrained(d / "unet_ema", low_cpu_mem_usage=False).state_dict())
     state = torch.load(d / "training_state.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
+    if loss is not None and loss.state_dict():
+        loss.load_state_dict(state.get("loss", {}))
     return int(state["step"])
+
+
+def read_loss_state(directory: str | Path) -> dict:
+    """The loss state a checkpoint holds ({} when its loss had none): {"history": {"losses", "counts"},
+    "logvar": u's state_dict}."""
+    state = torch.load(Path(directory) / "training_state.pt", map_location="cpu", weights_only=False)
+    return state.get("loss", {})
 
 
 def read_config(directory: str | Path) -> tuple[TrainConfig, int]:

@@ -13,16 +13,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 
 
-def _parse_params(items: list[str]) -> dict[str, float]:
+def _parse_params(items: list[str], hint: str = "--param") -> dict[str, float]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=hint)
         try:
             out[key.strip()] = float(value)
         except ValueError:
-            raise typer.BadParameter(f"{key}: {value!r} is not a number", param_hint="--param") from None
+            raise typer.BadParameter(f"{key}: {value!r} is not a number", param_hint=hint) from None
     return out
 
 
@@ -39,7 +39,10 @@ def train_command(
     preset: str = typer.Option("tiny"),
     learn_sigma: bool = typer.Option(False, help="ADM hybrid loss (weighted MSE + VB)"),
     class_conditional: bool = typer.Option(False, help="condition the UNet on the dataset's labels"),
-    t_sampling: str = typer.Option("uniform", help="uniform | importance"),
+    t_sampling: str = typer.Option("uniform", help="a name from trainer.t_sampling.T_SAMPLINGS (uniform, importance, "
+                                   "lognormal, logit_normal, loss_aware)"),
+    t_param: list[str] = typer.Option([], "--t-param", help="t-sampling parameter NAME=VALUE, repeatable (e.g. p_std=1.2)"),
+    learned_weighting: bool = typer.Option(False, help="EDM2 learned uncertainty u(t): per-t loss w/exp(u) * MSE + u"),
     normalize: bool = typer.Option(False, help="scale weights to mean 1 over t"),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(100, min=1),
@@ -62,7 +65,8 @@ def train_command(
             dataset={"name": dataset, "path": data_path},
             weighting=weighting, weighting_params=_parse_params(param), target=target, schedule=schedule,
             steps=steps, batch_size=batch_size, lr=lr, preset=preset, learn_sigma=learn_sigma, class_conditional=class_conditional,
-            t_sampling=t_sampling, normalize=normalize, seed=seed, checkpoint_every=checkpoint_every,
+            t_sampling=t_sampling, t_sampling_params=_parse_params(t_param, "--t-param"), learned_weighting=learned_weighting,
+            normalize=normalize, seed=seed, checkpoint_every=checkpoint_every,
         )
     except ValidationError as e:
         for err in e.errors():

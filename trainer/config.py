@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from trainer import t_sampling as TS
 from trainer import weighting as W
 from trainer.data import DatasetSpec
 from trainer.models import PRESETS
@@ -20,7 +21,9 @@ class TrainConfig(BaseModel):
     weighting: str = "constant"
     weighting_params: dict[str, float] = Field(default_factory=dict)
     normalize: bool = Field(False, description="scale w(t) to mean 1 over t")
-    t_sampling: Literal["uniform", "importance"] = "uniform"
+    t_sampling: str = Field("uniform", description="a name from trainer.t_sampling.T_SAMPLINGS")
+    t_sampling_params: dict[str, float] = Field(default_factory=dict, validate_default=True)  # resolved: defaults filled in
+    learned_weighting: bool = Field(False, description="EDM2 learned uncertainty u(t): per-t loss w/exp(u) * MSE + u")
     target: Literal["eps", "x0", "v"] = "eps"
     schedule: Literal["linear", "cosine"] = "linear"
     num_timesteps: int = Field(1000, ge=2, le=100_000)
@@ -57,6 +60,20 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown weighting {v!r}; valid weightings: {', '.join(W.WEIGHTINGS)}")
         return v
 
+    @field_validator("t_sampling")
+    @classmethod
+    def _known_t_sampling(cls, v: str) -> str:
+        if v not in TS.T_SAMPLINGS:
+            raise ValueError(f"unknown t_sampling {v!r}; valid: {', '.join(TS.T_SAMPLINGS)}")
+        return v
+
+    @field_validator("t_sampling_params")
+    @classmethod
+    def _resolve_t_sampling_params(cls, v: dict, info: ValidationInfo) -> dict:
+        if "t_sampling" not in info.data:  # the sampler itself was invalid; reported there
+            return v
+        return TS.validate(info.data["t_sampling"], v)
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str) -> str:
@@ -74,5 +91,14 @@ class TrainConfig(BaseModel):
     def config_hash(self) -> str:
         """Hash of everything that changes the trained model (not bookkeeping, not speed knobs)."""
         skip = {"log_every", "checkpoint_every", "keep_checkpoints", "fail_at_step", "snapshot_steps", "compile"}
-        blob = json.dumps(self.model_dump(mode="json", exclude=skip), sort_keys=True)
+        fields = self.model_dump(mode="json", exclude=skip)
+        for key, default in _HASHED_UNLESS_DEFAULT.items():  # so configs from before these fields keep their hash
+            if fields[key] == default:
+                del fields[key]
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# fields added after config hashes were first recorded: in the hash only when set (uniform's resolved
+# t_sampling_params is {}), so a run finished before them is still recognised as done
+_HASHED_UNLESS_DEFAULT = {"t_sampling_params": {}, "learned_weighting": False}

@@ -65,10 +65,16 @@ def build_state(cfg: TrainConfig, *, device="cpu", rank: int = 0, world_size: in
     model = wrap(raw)
     if cfg.compile:
         model = torch.compile(model)
-    optimizer = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = get_schedule(cfg.schedule, cfg.num_timesteps)
     loss = WeightedLoss(schedule, cfg.weighting, cfg.weighting_params, target=cfg.target, normalize=cfg.normalize,
-                        t_sampling=cfg.t_sampling, learn_sigma=cfg.learn_sigma)
+                        t_sampling=cfg.t_sampling, t_sampling_params=cfg.t_sampling_params,
+                        learned_weighting=cfg.learned_weighting, learn_sigma=cfg.learn_sigma)
+    if loss.logvar is None:
+        optimizer = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:  # EDM2: u is trained by the network's optimizer (no weight decay on it)
+        loss.logvar.to(device)
+        optimizer = torch.optim.AdamW([{"params": raw.parameters()}, {"params": loss.logvar.parameters(), "weight_decay": 0.0}],
+                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
     images = data.images.to(device, memory_format=torch.channels_last) if cuda else data.images.to(device)
@@ -109,13 +115,39 @@ def train_step(state: TrainState, step: int) -> dict[str, torch.Tensor]:
         terms = state.loss(state.model, x0, t, noise, class_labels=labels)
     state.optimizer.zero_grad(set_to_none=True)
     terms["loss"].mean().backward()
+    if state.loss.logvar is not None:  # DDP averages the UNet's gradients; u sits outside it
+        _average_gradients(state.loss.logvar)
     if state.cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(state.raw.parameters(), state.cfg.grad_clip)
     state.optimizer.step()
     ema_update(state, step)
+    if state.loss.history is not None:  # loss_aware: every rank records the whole global batch, in order
+        state.loss.record(_all_gather(t), _all_gather(terms["loss_t"]))
     out = {k: v.detach() for k, v in terms.items()}
     out["t"] = t
     return out
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_gather(x: torch.Tensor) -> torch.Tensor:
+    """The global batch of a per-rank slice, in rank order (the slice itself when not distributed)."""
+    if not _distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts)
+
+
+def _average_gradients(module: torch.nn.Module) -> None:
+    if not _distributed():
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= torch.distributed.get_world_size()
 
 
 @torch.no_grad()

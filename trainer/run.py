@@ -41,7 +41,7 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            start = load_training_state(d, model=state.raw, ema=state.ema, optimizer=state.optimizer)
+            start = load_training_state(d, model=state.raw, ema=state.ema, optimizer=state.optimizer, loss=state.loss)
     if rank == 0:
         _append(run_dir, {"event": "start", "step": start, "world_size": world, "time": time.time(),
                           "device": device_label(state.device), "node": ray.get_runtime_context().get_node_id()})
@@ -62,7 +62,8 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
-                    save_checkpoint(tmp, cfg=cfg, model=state.raw, ema=state.ema, optimizer=state.optimizer, step=done, metrics=metrics)
+                    save_checkpoint(tmp, cfg=cfg, model=state.raw, ema=state.ema, optimizer=state.optimizer, step=done,
+                                    metrics=metrics, loss_state=state.loss.state_dict())
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report({**metrics, "step": done}, checkpoint=ckpt)
             window.started = time.perf_counter()  # checkpoint I/O is not training throughput

@@ -53,6 +53,18 @@ class Schedule:
         return a * x0 + s * noise
 
 
+def log_snr_widths(snr: torch.Tensor) -> torch.Tensor:
+    """The width of lambda = log SNR that each t stands for: half the gap to each neighbour (float64
+    [T], any order of t). sum_t f(lambda_t) * width_t is then exactly the trapezoid rule for the
+    integral of f over lambda, and 1/(T * width_t) is the density of lambda under uniform t."""
+    lam = snr.to(torch.float64).log()
+    gaps = (lam[1:] - lam[:-1]).abs() / 2
+    widths = torch.zeros_like(lam)
+    widths[:-1] += gaps
+    widths[1:] += gaps
+    return widths
+
+
 def _gather(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """table[t] as like's dtype/device, shaped [N, 1, 1, 1] to broadcast over images."""
     out = table.to(like.device)[t.to(like.device)].to(like.dtype)

@@ -1,6 +1,12 @@
-"""One registry of loss weightings. Every entry is a pure function of SNR(t), expressed in
-eps-MSE units: the training loss at t is w(SNR(t)) * ||eps - eps_theta||^2. The loss module
-converts for x0/v targets so a weighting means the same thing whatever the target.
+"""One registry of loss weightings, in eps-MSE units: the training loss at t is
+w(t) * ||eps - eps_theta||^2. The loss module converts for x0/v targets so a weighting means the same
+thing whatever the target.
+
+Every entry is called with the schedule's SNR table in t order (float64 [T]; what weight_table
+passes). All but the TABLE_WEIGHTINGS are pointwise, w(t) a function of SNR(t) alone, so they work
+on any tensor of SNR values. A table weighting also reads how lambda = log SNR is spaced over t
+(sigmoid: its target is an effective weight over lambda, so the per-t weight divides by the density
+of lambda under uniform t); on any other tensor it reads that tensor as the table.
 
 A weighting may also take `progress` (the fraction of training done, 0..1): a curriculum. It is
 supplied by the loss at every step, is not a tunable parameter, and defaults to 1 (the end of
@@ -11,6 +17,8 @@ import inspect
 from typing import Callable
 
 import torch
+
+from trainer.schedules import log_snr_widths
 
 
 def constant(snr: torch.Tensor) -> torch.Tensor:
@@ -71,6 +79,24 @@ def debias_clip(snr: torch.Tensor, cap: float = 4.0) -> torch.Tensor:
     return snr.rsqrt().clamp(min=1.0, max=cap)
 
 
+def uniform_lambda_density(snr: torch.Tensor) -> torch.Tensor:
+    """p_uniform(lambda_t) = |dt/dlambda| / T: the density of lambda = log SNR under t ~ U{0..T-1},
+    by finite differences over the table itself (trapezoid widths: trainer.schedules.log_snr_widths)."""
+    return 1.0 / (len(snr) * log_snr_widths(snr))
+
+
+def sigmoid(snr: torch.Tensor, b: float = 2.0) -> torch.Tensor:
+    # Kingma & Gao 2023 (NeurIPS, "Understanding Diffusion Objectives"): effective weight over lambda = sigmoid(b - lambda),
+    # so under uniform t the eps-units weight is sigmoid(b - lambda_t) / p_uniform(lambda_t); b = 2 as BayesFlow's implementation of it
+    return torch.sigmoid(b - snr.log()) / uniform_lambda_density(snr)
+
+
+def edm(snr: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
+    # EDM (Karras et al. 2022, NVlabs/edm training/loss.py EDMLoss): lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 on
+    # ||D - x0||^2 = sigma^2 ||eps err||^2, sigma^2 = 1/SNR; eps units: w = 1 + 1/(sd^2 SNR)
+    return 1.0 + 1.0 / (sigma_data**2 * snr)
+
+
 WEIGHTINGS: dict[str, Callable[..., torch.Tensor]] = {
     "constant": constant,
     "debias": debias,
@@ -82,6 +108,28 @@ WEIGHTINGS: dict[str, Callable[..., torch.Tensor]] = {
     "debias_floor": debias_floor,
     "curriculum": curriculum,
     "debias_clip": debias_clip,
+    "sigmoid": sigmoid,
+    "edm": edm,
+}
+
+TABLE_WEIGHTINGS = frozenset({"sigmoid"})  # read snr as the whole table in t order; the rest are pointwise
+
+# formula and source of every entry (the service's page and the report list them; trainer.effective.catalogue)
+ABOUT: dict[str, dict[str, str]] = {
+    "constant": {"formula": "w = 1", "source": "DDPM L_simple (Ho et al. 2020); the paper's Eq. 1"},
+    "debias": {"formula": "w = 1/sqrt(SNR)", "source": "Yu et al. ECCV 2024 (Unmasking Bias), Eq. 8"},
+    "p2": {"formula": "w = (k + SNR)^-gamma", "source": "Choi et al. CVPR 2022 (P2 weighting)"},
+    "min_snr": {"formula": "w = min(SNR, gamma) / SNR", "source": "Hang et al. ICCV 2023 (Min-SNR-gamma)"},
+    "inv_snr": {"formula": "w = 1/SNR (an unweighted x0-MSE)", "source": "Yu et al. ECCV 2024, Appendix B"},
+    "soft_min_snr": {"formula": "w = gamma / (gamma + SNR)", "source": "Crowson et al. ICML 2024 (HDiT, Soft-Min-SNR)"},
+    "trunc_snr": {"formula": "w = max(1, 1/SNR)", "source": "Salimans & Ho ICLR 2022 (truncated SNR)"},
+    "debias_floor": {"formula": "w = max(1, 1/sqrt(SNR))", "source": "snrlab variant of Eq. 8"},
+    "curriculum": {"formula": "w = SNR^(-a/2), a = min(1, progress/anneal)", "source": "snrlab: constant to debias over training"},
+    "debias_clip": {"formula": "w = clamp(1/sqrt(SNR), 1, cap)", "source": "snrlab variant of Eq. 8"},
+    "sigmoid": {"formula": "effective weight over lambda = sigmoid(b - lambda); w = sigmoid(b - lambda) / p_uniform(lambda)",
+                "source": "Kingma & Gao NeurIPS 2023 (Understanding Diffusion Objectives); b = 2 as in BayesFlow"},
+    "edm": {"formula": "w = 1 + 1/(sigma_data^2 SNR), i.e. (sigma^2 + sigma_data^2)/(sigma sigma_data)^2 on the x0 error",
+            "source": "Karras et al. NeurIPS 2022 (EDM), NVlabs/edm training/loss.py EDMLoss"},
 }
 
 PROGRESS = "progress"  # the curriculum argument the loss supplies; never a tunable parameter

@@ -27,3 +27,12 @@ def test_bad_input_is_a_clear_error_before_ray_starts(tmp_path):
     assert res.exit_code == 2 and "NAME=VALUE" in res.output
     res = runner.invoke(app, ["train", "--dataset", "folder", "--data-path", str(tmp_path / "none"), "--storage", str(tmp_path)])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_bad_t_sampling_input_is_a_clear_error():
+    res = runner.invoke(app, ["train", "--t-sampling", "edm"])
+    assert res.exit_code == 2 and "valid: uniform, importance, lognormal, logit_normal, loss_aware" in res.output
+    res = runner.invoke(app, ["train", "--t-sampling", "lognormal", "--t-param", "P_mean=0"])
+    assert res.exit_code == 2 and "valid parameters: p_mean, p_std" in res.output
+    res = runner.invoke(app, ["train", "--t-param", "p_std"])
+    assert res.exit_code == 2 and "NAME=VALUE" in res.output

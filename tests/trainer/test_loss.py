@@ -1,4 +1,6 @@
 """The loss: per-sample terms, target equivalence, importance sampling, the hybrid VB term."""
+import math
+
 import pytest
 import torch
 
@@ -89,3 +91,68 @@ def test_unknown_target_and_sampling_are_refused():
 
 def test_quartiles():
     assert quartile_of(torch.tensor([0, 249, 250, 500, 999]), 1000).tolist() == [0, 0, 1, 2, 3]
+
+
+def _eps_batch(mse_per_sample, shape=(1, 2, 2)):
+    """x0, noise and a Fixed eps prediction whose eps-MSE per sample is mse_per_sample."""
+    n = len(mse_per_sample)
+    x0, noise = torch.zeros(n, *shape), torch.randn(n, *shape, generator=torch.Generator().manual_seed(0))
+    out = noise + mse_per_sample.float().sqrt().view(-1, 1, 1, 1) * torch.ones(n, *shape)
+    return x0, noise, Fixed(out)
+
+
+def test_learned_weighting_is_edm2s_uncertainty_loss():
+    loss = WeightedLoss(S, "debias", learned_weighting=True)
+    assert (loss.logvar_table() == 0).all()  # starts as w(t) itself
+    torch.testing.assert_close(loss.learned_weights(), loss.weights)
+    with torch.no_grad():
+        loss.logvar.bias.fill_(0.7)
+    t, mse = torch.tensor([10, 500, 990]), torch.tensor([4.0, 1.0, 0.01])
+    x0, noise, model = _eps_batch(mse)
+    terms = loss(model, x0, t, noise)
+    w = S.snr[t].rsqrt().float()
+    torch.testing.assert_close(terms["loss"], w * terms["mse"] / math.exp(0.7) + 0.7)
+    torch.testing.assert_close(loss.learned_weights(), loss.weights / math.exp(0.7))
+    # d loss_i / d u_i = 1 - w mse / exp(u): u rises (the learned weight falls) where w * mse is large
+    grads = [torch.autograd.grad(terms["loss"][i], loss.logvar.bias, retain_graph=True)[0].item() for i in range(3)]
+    torch.testing.assert_close(torch.tensor(grads), 1 - (w * terms["mse"]).detach() / math.exp(0.7))
+    big, small = (w * terms["mse"]).argmax(), (w * terms["mse"]).argmin()
+    assert grads[big] < 0 < grads[small]
+
+
+def test_learned_log_variance_converges_to_log_of_weighted_mse():
+    # the minimiser of w/exp(u) mse + u is u = log(w mse): the learned weight w/exp(u) = 1/mse balances every t
+    loss = WeightedLoss(S, "p2", learned_weighting=True)
+    t = torch.arange(0, 1000, 5)
+    mse = (0.05 * torch.exp(torch.sin(S.snr[t].log() / 3))).float()  # a smooth per-t MSE
+    x0, noise, model = _eps_batch(mse)
+    opt = torch.optim.Adam(loss.logvar.parameters(), lr=0.02)
+    for _ in range(1500):
+        opt.zero_grad()
+        loss(model, x0, t, noise)["loss"].mean().backward()
+        opt.step()
+    target = (loss.weights[t] * mse.double()).log()
+    assert (loss.logvar_table()[t] - target).abs().max().item() < 0.05
+
+
+def test_loss_aware_weights_by_inverse_probability_and_records_the_per_t_loss():
+    s = get_schedule("linear", 4)
+    loss = WeightedLoss(s, "debias", t_sampling="loss_aware", t_sampling_params={"history_per_term": 1, "uniform_prob": 0.5})
+    t, mse = torch.tensor([0, 1, 2, 3]), torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x0, noise, model = _eps_batch(mse)
+    terms = loss(model, x0, t, noise)
+    w = s.snr.rsqrt().float()
+    torch.testing.assert_close(terms["loss_t"], w * terms["mse"])  # warm-up: p uniform, weight 1/(T p) = 1
+    torch.testing.assert_close(terms["loss"], terms["loss_t"])
+    loss.record(t, terms["loss_t"])
+    rms = (w * terms["mse"]).double()
+    expected = 0.5 * rms / rms.sum() + 0.5 / 4
+    torch.testing.assert_close(loss.probs, expected)
+    terms = loss(model, x0, t, noise)
+    torch.testing.assert_close(terms["loss"], terms["loss_t"] / (4 * expected.float()))
+    torch.testing.assert_close(loss.sample_weight(t).float(), w / (4 * expected.float()))
+    # unbiased: the expected loss under p equals uniform sampling's
+    assert (loss.probs * loss.sample_weight(t) * mse.double()).sum().item() == pytest.approx((s.snr.rsqrt() * mse.double()).mean().item())
+    terms = WeightedLoss(s, "debias", t_sampling="lognormal")(model, x0, t, noise)
+    assert "loss_t" not in terms
+    torch.testing.assert_close(terms["loss"], w * terms["mse"])  # the density is the objective: no importance weight

@@ -46,3 +46,22 @@ def test_relaunch_with_the_same_name_continues_from_the_last_checkpoint(ray_sess
     again = train(cfg, storage_path=tmp_path, name="relaunched")
     assert again.checkpoint_path == result.checkpoint_path and _starts(tmp_path / "relaunched") == [0, 20]
     assert again.usage == use
+
+
+def test_a_killed_loss_aware_learned_run_replays_the_uninterrupted_one(ray_session, tmp_path):
+    import torch
+
+    from trainer.checkpoint import read_loss_state
+
+    base = dict(CFG, steps=30, weighting="debias", num_timesteps=20, t_sampling="loss_aware",
+                t_sampling_params={"history_per_term": 2}, learned_weighting=True)
+    straight = train(TrainConfig(**base), storage_path=tmp_path, name="straight")
+    killed = train(TrainConfig(**base, fail_at_step=15), storage_path=tmp_path, name="killed", max_failures=1)
+    assert killed.resumed_from_step == 10 and _starts(tmp_path / "killed") == [0, 10]
+    a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "killed")
+    assert [m["step"] for m in a] == [m["step"] for m in b] == [10, 20, 30]
+    assert [m["loss"] for m in b] == pytest.approx([m["loss"] for m in a], rel=1e-6)
+    sa, sb = read_loss_state(straight.checkpoint_path), read_loss_state(killed.checkpoint_path)
+    assert torch.equal(sa["history"]["counts"], sb["history"]["counts"])
+    torch.testing.assert_close(sb["history"]["losses"], sa["history"]["losses"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(sb["logvar"]["weight"], sa["logvar"]["weight"], rtol=1e-6, atol=0)

@@ -100,3 +100,66 @@ def test_the_loss_follows_a_curriculum_step_by_step():
     before = fixed.weights
     fixed.at_step(500, 1000)
     assert fixed.weights is before  # not a curriculum: the table is built once
+
+
+COSINE = get_schedule("cosine", 1000).snr
+
+
+def test_every_entry_but_the_table_weightings_is_pointwise():
+    from trainer.weighting import TABLE_WEIGHTINGS
+
+    perm = torch.randperm(1000, generator=torch.Generator().manual_seed(0))
+    for name in set(WEIGHTINGS) - TABLE_WEIGHTINGS:
+        torch.testing.assert_close(WEIGHTINGS[name](SNR[perm]), WEIGHTINGS[name](SNR)[perm])
+    assert TABLE_WEIGHTINGS == {"sigmoid"}  # sigmoid reads the spacing of lambda: not pointwise
+    assert not torch.allclose(WEIGHTINGS["sigmoid"](SNR[perm]), WEIGHTINGS["sigmoid"](SNR)[perm])
+
+
+def test_every_entry_has_a_formula_and_a_source():
+    from trainer.weighting import ABOUT
+
+    assert set(ABOUT) == set(WEIGHTINGS)
+    assert all(row["formula"] and row["source"] for row in ABOUT.values())
+
+
+def test_uniform_lambda_density_is_the_density_of_log_snr_under_uniform_t():
+    from trainer.schedules import log_snr_widths
+    from trainer.weighting import uniform_lambda_density
+
+    for snr in (SNR, COSINE):
+        p, widths = uniform_lambda_density(snr), log_snr_widths(snr)
+        assert (p * widths).sum().item() == pytest.approx(1.0, rel=1e-12)  # unit mass by the trapezoid rule
+        lam = snr.log()
+        assert torch.trapezoid(p.flip(0), lam.flip(0)).item() == pytest.approx(1.0, rel=1e-12)
+    # closed form inside the cosine schedule: SNR = cot^2(pi v / 2), v = (t+1)/T shifted by s:
+    # p(lambda) = (1 + s) / (pi (e^{-lambda/2} + e^{lambda/2}))
+    lam = COSINE.log()[100:900]
+    closed = (1 + 0.008) / (torch.pi * (torch.exp(-lam / 2) + torch.exp(lam / 2)))
+    torch.testing.assert_close(uniform_lambda_density(COSINE)[100:900], closed, rtol=5e-3, atol=0)
+
+
+def test_sigmoid_is_kingma_gao_as_an_effective_weight_over_lambda():
+    from trainer.weighting import uniform_lambda_density
+
+    assert weighting_params("sigmoid") == {"b": 2.0}
+    for snr in (SNR, COSINE):
+        for b in (-2.0, 0.0, 2.0):
+            w = weight_table(snr, "sigmoid", {"b": b})
+            torch.testing.assert_close(w * uniform_lambda_density(snr), torch.sigmoid(b - snr.log()))
+    # lambda = b is the midpoint: half the (asymptotic) effective weight
+    w, p = weight_table(SNR, "sigmoid", {"b": 0.0}), uniform_lambda_density(SNR)
+    t_mid = int(SNR.log().abs().argmin())
+    assert (w * p)[t_mid].item() == pytest.approx(1 / (1 + SNR[t_mid].item()), rel=1e-12)
+    assert (w * p)[t_mid].item() == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="non-positive or non-finite"):
+        validate("sigmoid", {"b": -1000})
+
+
+def test_edm_weight_in_eps_units():
+    # EDM: lambda(sigma) = (sigma^2 + sd^2)/(sigma sd)^2 on the x0 error; x0 error = sigma * eps error
+    sigma = SNR.rsqrt()
+    edm_x0 = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
+    torch.testing.assert_close(weight_table(SNR, "edm"), edm_x0 * sigma**2)
+    torch.testing.assert_close(weight_table(SNR, "edm"), 1 + 4 / SNR)
+    torch.testing.assert_close(weight_table(SNR, "edm", {"sigma_data": 1.0}), 1 + 1 / SNR)
+    assert weighting_params("edm") == {"sigma_data": 0.5}
