@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+PATH_DATASETS = ("folder", "cifar10")  # read from a path; the others are built in
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -27,16 +28,19 @@ class DatasetSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Literal["digits", "colors", "folder", "cifar10"] = "digits"
-    path: str | None = Field(default=None, description="image folder (folder) or batches folder (cifar10)")
+    path: str | None = Field(default=None, max_length=4096, description="image folder (folder) or batches folder (cifar10)")
     resolution: int | None = Field(default=None, ge=4, le=1024, description="default: the dataset's own")
     split: Literal["train", "test"] = "train"
-    num_images: int | None = Field(default=None, ge=1, description="colors: how many to generate; others: cap")
-    seed: int = 0
+    num_images: int | None = Field(default=None, ge=1, le=10_000_000, description="colors: how many to generate; others: cap")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="colors: the generator's seed")
 
     @model_validator(mode="after")
     def _path_needed(self):
-        if self.name in ("folder", "cifar10") and not self.path:
+        needs_path = self.name in PATH_DATASETS
+        if needs_path and not self.path:
             raise ValueError(f"dataset {self.name!r} needs a 'path'")
+        if not needs_path and self.path is not None:
+            raise ValueError(f"'path' is not allowed for dataset {self.name!r}")
         return self
 
 

@@ -8,10 +8,10 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.store import crud
 from service.core.config import Settings
-from service.store.db import read_only
 from service.core.errors import AuthError
+from service.store.db import read_only
+from service.store.tokens import verify_token
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -46,7 +46,7 @@ def require_token(session: SessionDep, settings: SettingsDep, creds: Credentials
         return "anonymous"
     if creds is None or not creds.credentials:
         raise AuthError("missing bearer token (Authorization: Bearer <token>)")
-    return crud.verify_token(session, token=creds.credentials).id
+    return verify_token(session, token=creds.credentials).id
 
 
 def allow_read(session: SessionDep, settings: SettingsDep, creds: Credentials) -> str | None:

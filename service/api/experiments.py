@@ -5,64 +5,85 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from service.store import crud
-from service.domain import limits
-from service.domain import spec as schemas
 from service.api.deps import ExperimentId, ReaderDep, SessionDep, SettingsDep, WriterDep
 from service.api.errors import ERROR_RESPONSES
+from service.api.schemas import (
+    ExperimentList,
+    ExperimentRead,
+    ExperimentSummary,
+    SpecCheck,
+)
+from service.domain import experiments, limits
+from service.domain.jobs import expand_runs
+from service.domain.spec import ExperimentSpec
+from service.store import experiments as store
 
 router = APIRouter(prefix="/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
 
 
-@router.post("", status_code=201, response_model=schemas.ExperimentRead)
+def _accept(spec: ExperimentSpec, request: Request, settings) -> ExperimentSpec:
+    """Everything a spec is refused for beyond its schema: folders outside the data roots, the
+    service's limits and, once the dispatcher has read the cluster, memory per node."""
+    spec = experiments.check_data_roots(spec, data_roots=settings.data_roots)
+    dispatcher = request.app.state.dispatcher
+    limits.check_limits(spec, settings=settings, cluster=dispatcher.cluster if dispatcher else None)
+    return spec
+
+
+@router.post("", status_code=201, response_model=ExperimentRead)
 def create_experiment(
-    spec: schemas.ExperimentSpec, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+    spec: ExperimentSpec, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
     principal: WriterDep, idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ):
     """Expand the spec into runs (dataset x weighting x seed) and queue them. With an
     `Idempotency-Key`, a repeat of the same body returns the same experiment (409 if the body differs)."""
-    spec = crud.check_data_roots(spec, data_roots=settings.data_roots)
-    dispatcher = request.app.state.dispatcher
-    limits.check_limits(spec, settings=settings, cluster=dispatcher.cluster if dispatcher else None)
+    spec = _accept(spec, request, settings)
     kwargs = dict(idempotency_scope=principal, idempotency_key=idempotency_key)
     try:
-        exp, created = crud.create_experiment(
-            session, spec=spec, code_version=request.app.state.code_version,
-            checkpoint_every=settings.checkpoint_every, **kwargs,
-        )
+        exp, created = experiments.create_experiment(session, spec=spec, code_version=request.app.state.code_version,
+                                                     checkpoint_every=settings.checkpoint_every, **kwargs)
         session.commit()
     except IntegrityError:  # a concurrent request with the same key won the insert
         session.rollback()
-        exp = crud.replay_idempotent(session, scope=principal, key=idempotency_key or "", request_hash=spec.canonical_hash())
+        exp = store.replay_idempotent(session, scope=principal, key=idempotency_key or "", request_hash=spec.canonical_hash())
         if exp is None:
             raise
         created = False
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     request.app.state.wake_dispatcher()
-    return crud.experiment_view(exp)
+    return experiments.experiment_view(exp)
 
 
-@router.get("", response_model=schemas.ExperimentList)
+@router.post("/validate", response_model=SpecCheck)
+def validate_experiment(spec: ExperimentSpec, request: Request, settings: SettingsDep, _: WriterDep):
+    """A dry run: the spec checked as a POST would check it (422 naming the field), its canonical
+    hash (the `spec_hash` of the experiment it would create) and its runs; nothing is stored."""
+    spec = _accept(spec, request, settings)
+    rows = expand_runs(spec, checkpoint_every=settings.checkpoint_every)
+    return SpecCheck(spec_hash=spec.canonical_hash(), spec=spec.model_dump(mode="json"), runs=len(rows),
+                     weightings=sorted({r.weighting for r in rows}), config_hashes=sorted({r.job.setup_hash() for r in rows}))
+
+
+@router.get("", response_model=ExperimentList)
 def list_experiments(
     session: SessionDep, _: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ):
-    rows, total = crud.list_experiments(session, limit=limit, offset=offset)
-    return schemas.ExperimentList(
-        items=[schemas.ExperimentSummary(**crud.experiment_view(e)) for e in rows], total=total, limit=limit, offset=offset
-    )
+    rows, total = store.list_experiments(session, limit=limit, offset=offset)
+    return ExperimentList(items=[ExperimentSummary.model_validate(experiments.experiment_view(e)) for e in rows],
+                          total=total, limit=limit, offset=offset)
 
 
-@router.get("/{experiment_id}", response_model=schemas.ExperimentRead)
+@router.get("/{experiment_id}", response_model=ExperimentRead)
 def get_experiment(experiment_id: ExperimentId, session: SessionDep, _: ReaderDep):
-    return crud.experiment_view(crud.get_experiment(session, experiment_id=experiment_id))
+    return experiments.experiment_view(store.get_experiment(session, experiment_id=experiment_id))
 
 
-@router.post("/{experiment_id}/cancel", response_model=schemas.ExperimentRead)
+@router.post("/{experiment_id}/cancel", response_model=ExperimentRead)
 def cancel_experiment(experiment_id: ExperimentId, request: Request, session: SessionDep, _: WriterDep):
     """Queued runs are cancelled at once; live runs are stopped on Ray within seconds."""
-    exp = crud.cancel_experiment(session, experiment_id=experiment_id)
+    exp = experiments.cancel_experiment(session, experiment_id=experiment_id)
     session.commit()
     request.app.state.wake_dispatcher()
-    return crud.experiment_view(exp)
+    return experiments.experiment_view(exp)

@@ -7,8 +7,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 
-from service.domain import spec as schemas
+from service.api import schemas
 from service.api.deps import SessionDep
+from service.core.errors import readable_error
 
 router = APIRouter(tags=["health"])
 
@@ -40,8 +41,6 @@ def readyz(request: Request, session: SessionDep):
         session.execute(text("SELECT 1"))
         database = "ok"
     except Exception as e:  # noqa: BLE001 - reported, not raised: this endpoint says why
-        from service.runtime.executor import readable_error
-
         database = f"unreachable: {readable_error(e)}"
     dispatcher = request.app.state.dispatcher
     address = request.app.state.settings.ray_address

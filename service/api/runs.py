@@ -5,19 +5,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from service.store import crud
-from service.runtime import paths
-from service.domain import spec as schemas
+from service.api import schemas
 from service.api.deps import ReaderDep, RunId, SessionDep, SettingsDep
 from service.api.errors import ERROR_RESPONSES
-from service.core.errors import NotFoundError
+from service.runtime import paths
+from service.store import runs as store
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
 
 @router.get("/{run_id}", response_model=schemas.RunRead)
 def get_run(run_id: RunId, session: SessionDep, _: ReaderDep):
-    return crud.get_run(session, run_id=run_id)
+    return store.get_run(session, run_id=run_id)
 
 
 @router.get("/{run_id}/metrics", response_model=schemas.MetricsRead)
@@ -26,36 +25,31 @@ def get_metrics(
     since_step: Annotated[int, Query(ge=-1, le=10**9)] = -1, limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ):
     """Loss curves: one point per logged step (loss and the per-quartile MSE the trainer logs)."""
-    points = crud.get_metrics(session, run_id=run_id, since_step=since_step, limit=limit)
+    points = store.get_metrics(session, run_id=run_id, since_step=since_step, limit=limit)
     return schemas.MetricsRead(run_id=run_id, points=points)
 
 
 @router.get("/{run_id}/results", response_model=schemas.ResultsRead)
 def get_results(run_id: RunId, session: SessionDep, _: ReaderDep):
-    run, rows = crud.get_results(session, run_id=run_id)
+    run, rows = store.get_results(session, run_id=run_id)
     return schemas.ResultsRead(run_id=run.id, status=run.status, results=rows)
 
 
 @router.get("/{run_id}/artifacts", response_model=list[str])
 def list_artifacts(run_id: RunId, session: SessionDep, settings: SettingsDep, _: ReaderDep):
-    """Relative paths of the evaluator's sample grids and analysis plots."""
-    crud.get_run(session, run_id=run_id)
-    root = paths.artifacts_dir(settings.runs_dir, run_id)
-    if not root.is_dir():
-        return []
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """Relative paths of the evaluator's sample grids, analysis plots and stored features."""
+    store.get_run(session, run_id=run_id)
+    return paths.list_artifacts(settings.runs_dir, run_id)
 
 
 @router.get("/{run_id}/artifacts/{path:path}", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}})
 def get_artifact(run_id: RunId, path: str, session: SessionDep, settings: SettingsDep, _: ReaderDep):
-    crud.get_run(session, run_id=run_id)
-    root = paths.artifacts_dir(settings.runs_dir, run_id).resolve()
-    try:
-        target = (root / path).resolve()
-        found = target.is_relative_to(root) and target.is_file()
-    except (OSError, ValueError):  # NUL bytes, names too long, ...
-        found = False
-    if not found:
-        raise NotFoundError(f"artifact {path[:200]!r} not found for run {run_id!r}")
-    return FileResponse(target)
+    return artifact_response(session, settings, run_id, path)
+
+
+def artifact_response(session, settings, run_id: str, path: str) -> FileResponse:
+    """One artifact of a run (404 for anything outside its artifacts folder); the API's route and
+    the page's (behind the page's auth: an <img> cannot send a Bearer header) both serve this."""
+    store.get_run(session, run_id=run_id)
+    return FileResponse(paths.artifact_file(settings.runs_dir, run_id, path))

@@ -4,11 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service.domain import limits
-from service.runtime import sweep_manager as sweeps
 from service.api.deps import ReaderDep, SessionDep, SettingsDep, SweepId, WriterDep
 from service.api.errors import ERROR_RESPONSES
-from service.domain.sweep_spec import SweepList, SweepRead, SweepSpec, check_sweep
+from service.domain import limits, sweeps
+from service.domain.sweep_spec import SweepSpec, check_sweep
+from service.domain.sweeps import SweepList, SweepRead
+from service.store import sweeps as store
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], responses=ERROR_RESPONSES)
 
@@ -38,14 +39,14 @@ def list_sweeps(
     session: SessionDep, _: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ):
-    rows, total = sweeps.list_sweeps(session, limit=limit, offset=offset)
+    rows, total = store.list_sweeps(session, limit=limit, offset=offset)
     return SweepList(items=[sweeps.summary_view(s) for s in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{sweep_id}", response_model=SweepRead)
 def get_sweep(sweep_id: SweepId, session: SessionDep, _: ReaderDep):
     """Status, every trial as a run (status, sampled config, latest metric value) and the best one."""
-    return sweeps.sweep_view(session, sweeps.get_sweep(session, sweep_id=sweep_id))
+    return sweeps.sweep_view(session, store.get_sweep(session, sweep_id=sweep_id))
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepRead)

@@ -1,4 +1,5 @@
-"""App factory and lifespan: migrate, connect, reconcile, dispatch."""
+"""The app factory and its lifespan: migrate, connect, reconcile, dispatch; the composition root
+(every room is wired here and nowhere else)."""
 from __future__ import annotations
 
 import logging
@@ -7,16 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.domain import registry
-from service.api import errors, experiments, health, leaderboard, runs
-from service.api import sweeps as sweeps_api
-from service.core.config import Settings, get_settings
-from service.store.db import make_engine, make_sessionmaker, upgrade
-from service.runtime.dispatcher import Dispatcher
-from service.runtime.executor import Executor, build_executor, check_shared_storage
+from service.api import errors, experiments, health, leaderboard, runs, sweeps
 from service.app.middleware import BodySizeLimit, SecurityHeaders
-from service.runtime.sweep_manager import SweepManager
+from service.core.config import Settings, check_shared_storage, get_settings
 from service.core.version import code_version
+from service.runtime.dispatcher import Dispatcher
+from service.runtime.executor import Executor, build_executor
+from service.runtime.sweep_manager import SweepManager
+from service.store.db import make_engine, make_sessionmaker, upgrade
+from service.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -32,27 +32,24 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         url = settings.resolved_database_url
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await run_in_threadpool(upgrade, url)
-        await run_in_threadpool(registry.warm)
         engine = make_engine(url)
         app.state.session_factory = make_sessionmaker(engine)
-        dispatcher = None
+        dispatcher = sweep_manager = None
         if settings.dispatcher_enabled:
-            dispatcher = Dispatcher(
-                session_factory=app.state.session_factory, settings=settings,
-                executor=executor or build_executor(settings), **dispatcher_kwargs,
-            )
+            dispatcher = Dispatcher(session_factory=app.state.session_factory, settings=settings,
+                                    executor=executor or build_executor(settings), **dispatcher_kwargs)
             # On this thread (the event loop's), not in the request thread pool: Ray's GCS and raylet
             # die with the thread that started them (PR_SET_PDEATHSIG), and the pool retires threads
             # that sit idle for 10 s, which after a burst of requests took the local Ray down with it.
             # Nothing is served until the lifespan has started, so blocking here costs no request.
             dispatcher.start()
+            # sweeps: Tune picks points, the dispatcher runs them (service.runtime.sweep_manager)
+            sweep_manager = SweepManager(session_factory=app.state.session_factory, settings=settings,
+                                         executor=dispatcher.executor, on_new_runs=dispatcher.wake,
+                                         ready=lambda: dispatcher.connected)
+            sweep_manager.start()
         app.state.dispatcher = dispatcher
         app.state.wake_dispatcher = dispatcher.wake if dispatcher else (lambda: None)
-        sweep_manager = None
-        if dispatcher is not None:  # sweeps: Tune picks points, the dispatcher runs them (service.sweeps)
-            sweep_manager = SweepManager(session_factory=app.state.session_factory, settings=settings,
-                                         executor=dispatcher.executor)
-            sweep_manager.start()
         app.state.wake_sweeps = sweep_manager.wake if sweep_manager else (lambda: None)
         try:
             yield
@@ -76,12 +73,9 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     errors.register(app)
-    for module in (experiments, runs, leaderboard, health):
+    for module in (experiments, runs, leaderboard, health, sweeps):
         app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(sweeps_api.router, prefix=API_PREFIX)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
     app.add_api_route("/readyz", health.readyz, include_in_schema=False)
-    from service.web import pages as web  # the pages (leaderboard, experiments, runs) beside the API
-
-    web.register(app)
+    pages.register(app)  # the pages (leaderboard, experiments, runs) beside the API
     return app

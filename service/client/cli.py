@@ -12,19 +12,15 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from service.client import commands as service_commands
-
-    service_commands.register(app)
-    from service.client.study import report as study
-
-    study.register(app)
+    from evaluator import cli as evaluator_cli
+    from service.client import admin, commands
+    from service.client.study import commands as study
     from trainer import cli as trainer_cli
 
+    admin.register(app)
+    commands.register(app)
+    study.register(app)
     trainer_cli.register(app)
-    try:
-        from evaluator import cli as evaluator_cli
-    except ImportError:  # evaluator not built yet
-        return
     evaluator_cli.register(app)
 
 

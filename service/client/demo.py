@@ -112,7 +112,7 @@ def screenshot(page_url: str, out: Path) -> Path | None:
 
 
 def main() -> int:
-    from service.client import commands
+    from service.client import commands, http
     from service.core.config import get_settings
 
     t0 = time.time()
@@ -127,14 +127,14 @@ def main() -> int:
     print(f"snrlab demo ({'full' if full else 'quick'}): data in {data_dir}, service on {url}", flush=True)
 
     # token first (same database the service will use)
-    from service.store import crud
+    from service.store import tokens
     from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
     db_url = settings.resolved_database_url
     upgrade(db_url)
     engine = make_engine(db_url)
     with session_scope(make_sessionmaker(engine)) as s:
-        _, token = crud.create_token(s, name="demo")
+        _, token = tokens.create_token(s, name="demo")
     engine.dispose()
 
     log = (data_dir / "demo-service.log").open("w")
@@ -145,11 +145,11 @@ def main() -> int:
     try:
         wait_healthy(url, proc)
         os.environ.update(SNRLAB_URL=url, SNRLAB_TOKEN=token)
-        exp = commands._call("POST", "/experiments", json=spec)
+        exp = http.call("POST", "/experiments", json=spec)
         print(f"experiment {exp['id']}: {len(exp['run_ids'])} runs ({', '.join(r['weighting'] for r in exp['runs'])})", flush=True)
         try:
-            final = commands._wait(exp["id"], poll=2.0)
-        except commands.ApiError as e:
+            final = commands.wait(exp["id"], poll=2.0)
+        except http.ApiError as e:
             raise SystemExit(f"the service stopped answering ({e}); its log: {data_dir / 'demo-service.log'} "
                              f"(a `ray stop` elsewhere on this machine also stops the service's Ray)") from None
         status = final["status"]

@@ -58,6 +58,25 @@ class Settings(BaseSettings):
         return self.data_dir / "runs"
 
 
+class StorageNotShared(ValueError):
+    pass
+
+
+def check_shared_storage(settings: Settings) -> None:
+    """Refuse a cluster address with the node-local default data directory. Ray workers on other
+    nodes write checkpoints and metrics under runs_dir and this service reads them back (and a
+    resumed attempt on another node needs them), so it must be a path every node mounts: with
+    the default (~/.cache/snrlab, on each machine's own disk) runs would fail or restart from
+    step 0 depending on where they land. A refusal at startup beats that."""
+    if settings.ray_address and settings.executor == "ray" and "data_dir" not in settings.model_fields_set:
+        raise StorageNotShared(
+            f"SNRLAB_RAY_ADDRESS is set ({settings.ray_address}) but SNRLAB_DATA_DIR is not: runs would go to "
+            f"{settings.runs_dir}, a node-local default that Ray workers on other nodes cannot reach. Set "
+            "SNRLAB_DATA_DIR to a path mounted at the same place on this service and on every Ray node (NFS, "
+            "a ReadWriteMany volume, object storage through a POSIX mount; see service/README.md)."
+        )
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

@@ -39,3 +39,34 @@ class SpecError(ServiceError):
     def __init__(self, loc: tuple[str | int, ...], message: str):
         super().__init__(message)
         self.loc = loc
+
+
+def readable_error(exc: BaseException, limit: int = 1000) -> str:
+    """`Type: message` of the innermost user error: unwraps Ray Train and Ray task wrappers and
+    drops anything that looks like a traceback. What a user of the API sees."""
+    for _ in range(10):
+        inner = None
+        failures = getattr(exc, "worker_failures", None)
+        if failures:
+            inner = next(iter(failures.values()))
+        inner = inner or getattr(exc, "controller_failure", None) or getattr(exc, "cause", None)
+        if not isinstance(inner, BaseException) or inner is exc:
+            break
+        exc = inner
+    text = str(exc).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if any(ln.startswith("Traceback") or ln.lstrip().startswith('File "') for ln in lines):
+        # a Ray-formatted error with the remote traceback: its last line is "Type: message"
+        return lines[-1].strip()[:limit]
+    msg = lines[0].strip() if lines else ""
+    name = type(exc).__name__
+    out = msg if msg.startswith(name) else f"{name}: {msg}" if msg else name
+    return out[:limit]
+
+
+def load_callable(path: str):
+    """`module:attribute`, imported (settings.executor, a job's train_fn and evaluate_fn)."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)

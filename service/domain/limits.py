@@ -4,13 +4,15 @@ cluster, a memory estimate of each run against the largest Ray node. A refusal i
 (422) naming the field and the limit."""
 from __future__ import annotations
 
-from service.domain import spec as schemas
 from service.core.config import Settings
 from service.core.errors import SpecError
-from service.runtime.executor import ClusterInfo
+from service.domain.cluster import ClusterInfo
+from service.domain.jobs import expand_runs
+from service.domain.spec import ExperimentSpec
+from trainer.footprint import human_bytes, training_footprint
 
 
-def check_limits(spec: schemas.ExperimentSpec, *, settings: Settings, cluster: ClusterInfo | None,
+def check_limits(spec: ExperimentSpec, *, settings: Settings, cluster: ClusterInfo | None,
                  prefix: tuple[str, ...] = ("body",)) -> None:
     t, ev = spec.training, spec.evaluation
     if t.steps > settings.max_steps:
@@ -27,19 +29,14 @@ def check_limits(spec: schemas.ExperimentSpec, *, settings: Settings, cluster: C
         check_memory(spec, cluster=cluster, prefix=prefix)
 
 
-def check_memory(spec: schemas.ExperimentSpec, *, cluster: ClusterInfo, prefix: tuple[str, ...] = ("body",)) -> None:
+def check_memory(spec: ExperimentSpec, *, cluster: ClusterInfo, prefix: tuple[str, ...] = ("body",)) -> None:
     """Each run's estimated memory per worker (trainer.footprint) against the largest node's."""
-    from trainer.config import TrainConfig
-    from trainer.footprint import human_bytes, training_footprint
-
-    from service.store import crud
-
     largest = cluster.largest_memory_bytes
     workers = spec.resources.workers_per_run
     seen = set()
-    for row in crud.expand_runs(spec):
-        cfg = TrainConfig(**{**row["config"], "seed": 0})
-        key = cfg.config_hash()
+    for row in expand_runs(spec):
+        cfg = row.job.train.model_copy(update={"seed": 0, "weighting": "constant", "weighting_params": {}})
+        key = cfg.config_hash()  # memory does not depend on the seed or the weighting
         if key in seen:
             continue
         seen.add(key)
@@ -48,11 +45,11 @@ def check_memory(spec: schemas.ExperimentSpec, *, cluster: ClusterInfo, prefix: 
             continue
         parts = {"data": fp.data_bytes, "model": fp.model_bytes, "activations": fp.activation_bytes}
         worst = max(parts, key=parts.get)
-        index = next(i for i, d in enumerate(spec.datasets) if d.model_dump(exclude_none=True) == row["config"]["dataset"])
+        index = next(i for i, d in enumerate(spec.datasets) if d.model_dump() == row.job.train.dataset.model_dump())
         field = {"data": ("datasets", index), "model": ("model", "preset"), "activations": ("training", "batch_size")}[worst]
         hint = {"data": "fewer or smaller images (datasets.num_images, datasets.resolution)",
                 "model": "a smaller model.preset", "activations": "a smaller training.batch_size or more workers_per_run"}[worst]
         detail = ", ".join(f"{k} {human_bytes(v)}" for k, v in parts.items())
-        raise SpecError((*prefix, *field), f"a run of {row['dataset']} / {row['weighting']} needs about "
+        raise SpecError((*prefix, *field), f"a run of {row.dataset} / {row.weighting} needs about "
                         f"{human_bytes(fp.total_bytes)} of memory per worker ({detail}; batch {spec.training.batch_size} "
                         f"over {workers} worker(s)), more than the largest Ray node offers ({human_bytes(largest)}): use {hint}")

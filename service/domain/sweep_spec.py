@@ -1,4 +1,4 @@
-"""The sweep spec (request) and its read models: a Ray Tune search space over an experiment spec.
+"""The sweep spec (request): a Ray Tune search space over an experiment spec.
 
 A sweep is a `base` ExperimentSpec (one dataset, one weighting, one seed: the defaults) plus a
 `search_space` whose keys override parts of it. Every point Tune can sample becomes a spec that
@@ -12,28 +12,43 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
-from service.domain import registry
-from service.domain import spec as schemas
+from evaluator.metrics import higher_is_better
 from service.core.errors import SpecError
+from service.domain.experiments import check_data_roots, normalise_path
+from service.domain.jobs import RunRow, expand_runs
+from service.domain.spec import (
+    MAX_RUNS,
+    DatasetSpec,
+    ExperimentSpec,
+    RequestModel,
+    WeightingSpec,
+)
 
 CATEGORICAL = ("weighting", "dataset", "target", "t_sampling")
 INTEGER = ("batch_size", "steps", "seed")
 FLOAT = ("lr",)
 WEIGHTING_PARAM = "weighting."  # prefix: `weighting.gamma`, `weighting.k`
+T_SAMPLING_PARAM = "t_sampling."  # prefix: `t_sampling.p_mean`, `t_sampling.s`
 SEARCHES = ("grid", "random", "optuna")
 MAX_CHECKED = 2000  # finite combinations validated up front
-MAX_TRIALS = schemas.MAX_RUNS
+MAX_TRIALS = MAX_RUNS
 
 Value = Annotated[StrictStr | StrictInt | StrictFloat | dict[str, StrictStr | StrictInt | StrictFloat | None], Field()]
 
 
-class Domain(schemas.RequestModel):
+class Domain(RequestModel):
     """Exactly one of: `{"grid": [...]}` (every value, search=grid), `{"choice": [...]}`,
     `{"uniform": [lo, hi]}`, `{"loguniform": [lo, hi]}`, `{"randint": [lo, hi]}` (hi exclusive)."""
 
@@ -62,9 +77,9 @@ class Domain(schemas.RequestModel):
         return next(k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None)
 
 
-class SweepSpec(schemas.RequestModel):
+class SweepSpec(RequestModel):
     name: str | None = Field(default=None, min_length=1, max_length=200, description="default: base.name")
-    base: schemas.ExperimentSpec = Field(description="one dataset, one weighting, one seed: what the search space overrides")
+    base: ExperimentSpec = Field(description="one dataset, one weighting, one seed: what the search space overrides")
     search_space: dict[Annotated[str, Field(min_length=1, max_length=100)], Domain] = Field(
         min_length=1, max_length=20,
         description="keys: weighting, weighting.<param> (e.g. weighting.gamma), dataset, lr, target, t_sampling, "
@@ -86,68 +101,54 @@ class SweepSpec(schemas.RequestModel):
         return self.name or self.base.name
 
 
-# ---------------------------------------------------------------- values <-> Tune labels
-def value_label(key: str, value: Any) -> Any:
-    """What Tune sees for a value: categorical values become readable strings (`min_snr(gamma=5)`,
-    `digits`), numbers stay numbers. Labels are also what the search algorithms (Optuna) store."""
-    if key == "weighting":
-        if isinstance(value, dict):
-            return schemas.WeightingSpec(**value).label
-        return str(value)
-    if key == "dataset":
-        if isinstance(value, dict):
-            spec = schemas.DatasetSpec(**value)
-            rest = spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True, exclude={"name"})
-            return spec.name if not rest else f"{spec.name}{json.dumps(rest, sort_keys=True, separators=(',', ':'))}"
-        return str(value)
+# ---------------------------------------------------------------- values <-> Tune values
+def tune_value(key: str, value: Any) -> Any:
+    """What Tune sees (and what Optuna stores) for a value: numbers and names stay as they are; a
+    weighting or dataset given as an object becomes its canonical JSON (the weighting's identity:
+    its name and resolved parameters), which `spec_value` reads back. Nothing is parsed from a label."""
+    if isinstance(value, dict):
+        if key == "weighting":
+            w = WeightingSpec(**value)
+            return json.dumps({"name": w.name, **w.params}, sort_keys=True)
+        if key == "dataset":
+            return DatasetSpec(**value).model_dump_json(exclude_none=True, exclude_defaults=True)
     return value
 
 
-def label_table(spec: SweepSpec) -> dict[str, dict[Any, Any]]:
-    """key -> {label: the value as given} for the categorical keys."""
-    out: dict[str, dict[Any, Any]] = {}
-    for key, dom in spec.search_space.items():
-        if key in ("weighting", "dataset"):
-            out[key] = {value_label(key, v): v for v in (dom.grid or dom.choice or [])}
-    return out
+def spec_value(key: str, value: Any) -> Any:
+    """A Tune value of `key` as the spec takes it (the inverse of `tune_value`)."""
+    if key in ("weighting", "dataset"):
+        if isinstance(value, str) and value.startswith("{"):
+            return json.loads(value)
+        return {"name": value}
+    return value
 
 
-def trial_spec(spec: SweepSpec, point: dict[str, Any]) -> tuple[schemas.ExperimentSpec, str]:
-    """The one-run ExperimentSpec of a sampled point, and its t_sampling (not an experiment field)."""
+def trial_spec(spec: SweepSpec, point: dict[str, Any]) -> ExperimentSpec:
+    """The one-run ExperimentSpec of a sampled point: everything a sweep searches is a spec field."""
     base = spec.base.model_dump(mode="json")
     base["name"] = spec.experiment_name
-    labels = label_table(spec)
-    t_sampling = "uniform"
     for key in sorted(point, key=lambda k: (k.startswith(WEIGHTING_PARAM), k)):  # weighting before its params
         value = point[key]
         if key == "weighting":
-            raw = labels["weighting"].get(value, value)
-            base["weightings"] = [dict(raw) if isinstance(raw, dict) else {"name": raw}]  # a copy: params go into it
+            base["weightings"] = [spec_value(key, value)]
         elif key.startswith(WEIGHTING_PARAM):
             base["weightings"][0][key[len(WEIGHTING_PARAM):]] = value
+        elif key.startswith(T_SAMPLING_PARAM):
+            base["training"]["t_sampling_params"] = {**(base["training"].get("t_sampling_params") or {}),
+                                                     key[len(T_SAMPLING_PARAM):]: value}
         elif key == "dataset":
-            raw = labels["dataset"].get(value, value)
-            base["datasets"] = [dict(raw) if isinstance(raw, dict) else {"name": raw}]
+            base["datasets"] = [spec_value(key, value)]
         elif key == "seed":
             base["training"]["seeds"] = [value]
-        elif key == "t_sampling":
-            t_sampling = value
         else:
             base["training"][key] = value
-    return schemas.ExperimentSpec.model_validate(base), t_sampling
+    return ExperimentSpec.model_validate(base)
 
 
-def trial_run_row(spec: SweepSpec, point: dict[str, Any], *, checkpoint_every: int | None = None) -> dict[str, Any]:
-    """The Run columns of one trial: the experiment's own expansion of its one-run spec, plus
-    t_sampling (hashed into config_hash, so the leaderboard never mixes the two samplings)."""
-    from service.store import crud
-
-    exp_spec, t_sampling = trial_spec(spec, point)
-    [row] = crud.expand_runs(exp_spec, checkpoint_every=checkpoint_every)
-    if t_sampling != "uniform":
-        row["config"]["t_sampling"] = t_sampling
-        row["config_hash"] = schemas.sha256_json({"setup": row["config_hash"], "t_sampling": t_sampling})[:16]
-    crud.validate_train_config(row["config"], index=0)
+def trial_run_row(spec: SweepSpec, point: dict[str, Any], *, checkpoint_every: int | None = None) -> RunRow:
+    """The run of one trial: the experiment's own expansion of its one-run spec."""
+    [row] = expand_runs(trial_spec(spec, point), checkpoint_every=checkpoint_every)
     return row
 
 
@@ -161,10 +162,11 @@ def _kinds_for(key: str) -> tuple[str, ...]:
 
 
 def _check_keys(spec: SweepSpec) -> None:
-    valid = [*CATEGORICAL, *INTEGER, *FLOAT, f"{WEIGHTING_PARAM}<param>"]
+    valid = [*CATEGORICAL, *INTEGER, *FLOAT, f"{WEIGHTING_PARAM}<param>", f"{T_SAMPLING_PARAM}<param>"]
     for key, dom in spec.search_space.items():
         loc = ("body", "search_space", key)
-        known = key in CATEGORICAL or key in INTEGER or key in FLOAT or (key.startswith(WEIGHTING_PARAM) and len(key) > len(WEIGHTING_PARAM))
+        known = key in CATEGORICAL or key in INTEGER or key in FLOAT or any(
+            key.startswith(prefix) and len(key) > len(prefix) for prefix in (WEIGHTING_PARAM, T_SAMPLING_PARAM))
         if not known:
             raise SpecError(loc, f"unknown search-space key {key!r}; valid: {', '.join(valid)}")
         if dom.kind not in _kinds_for(key):
@@ -178,7 +180,7 @@ def _check_keys(spec: SweepSpec) -> None:
             if isinstance(v, dict) and key not in ("weighting", "dataset"):
                 raise SpecError((*loc, dom.kind, i), f"{key!r} values are plain values, not objects")
         try:
-            labels = [value_label(key, v) for v in values]
+            labels = [tune_value(key, v) for v in values]
         except (ValidationError, ValueError) as e:
             raise SpecError((*loc, dom.kind), _first_error(e)) from None
         if len(set(map(json.dumps, labels))) != len(labels):
@@ -208,7 +210,7 @@ def _resolve_target(spec: SweepSpec) -> SweepSpec:
     sampler = spec.sampler or ev.samplers[0]
     if sampler not in ev.samplers:
         raise SpecError(("body", "sampler"), f"sampler {sampler!r} is not evaluated; base.evaluation.samplers: {', '.join(ev.samplers)}")
-    mode = spec.mode or ("min" if registry.lower_is_better(spec.metric) else "max")
+    mode = spec.mode or ("max" if higher_is_better(spec.metric) else "min")
     if spec.scheduler == "asha" and not ev.at_steps:
         raise SpecError(("body", "scheduler"), "scheduler 'asha' stops trials on intermediate results: set "
                         "base.evaluation.at_steps (training steps at which the metric is also evaluated)")
@@ -229,7 +231,7 @@ def _importable(module: str) -> bool:
 def corner_values(key: str, dom: Domain) -> list[Any]:
     """Every value of a finite domain; the two ends of a continuous one (both must be valid)."""
     if dom.grid is not None or dom.choice is not None:
-        return [value_label(key, v) for v in (dom.grid or dom.choice or [])]
+        return [tune_value(key, v) for v in (dom.grid or dom.choice or [])]
     if dom.randint is not None:
         return sorted({dom.randint[0], dom.randint[1] - 1})
     return list(dom.uniform or dom.loguniform or ())
@@ -248,7 +250,7 @@ def points_to_check(spec: SweepSpec) -> Iterator[dict[str, Any]]:
 
 
 def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = (),
-                check_trial: Callable[[schemas.ExperimentSpec], None] | None = None) -> SweepSpec:
+                check_trial: Callable[[ExperimentSpec], None] | None = None) -> SweepSpec:
     """Everything a sweep can be refused for before it starts (SpecError: 422 naming the field).
     `check_trial` is called with every corner trial's spec (the service's limits). Returns the
     spec with num_steps, sampler and mode resolved and dataset paths normalised."""
@@ -261,14 +263,12 @@ def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = (),
     combos = math.prod(len(corner_values(k, d)) for k, d in spec.search_space.items())
     if combos > MAX_CHECKED:
         raise SpecError(("body", "search_space"), f"the search space has {combos} combinations to validate; at most {MAX_CHECKED}")
-    from service.store import crud
-
     spec = _normalise_paths(spec, data_roots)
     for point in points_to_check(spec):
         try:
-            exp_spec, _ = trial_spec(spec, point)
-            crud.check_data_roots(exp_spec, data_roots=data_roots)
-            trial_run_row(spec, point)
+            exp_spec = trial_spec(spec, point)
+            check_data_roots(exp_spec, data_roots=data_roots)
+            expand_runs(exp_spec)
             if check_trial is not None:
                 check_trial(exp_spec)
         except ValidationError as e:
@@ -282,11 +282,9 @@ def check_sweep(spec: SweepSpec, *, data_roots: Iterable[Path] = (),
 
 def _normalise_paths(spec: SweepSpec, data_roots: Iterable[Path]) -> SweepSpec:
     """Dataset paths of the base and of the `dataset` domain, normalised as an experiment's are
-    (crud.normalise_path): the trials read exactly what was checked."""
-    from service.store import crud
-
+    (domain.experiments.normalise_path): the trials read exactly what was checked."""
     try:
-        base = crud.check_data_roots(spec.base, data_roots=data_roots)
+        base = check_data_roots(spec.base, data_roots=data_roots)
     except SpecError as e:
         raise SpecError(("body", "base", *e.loc[1:]), e.message) from None
     dom = spec.search_space.get("dataset")
@@ -295,7 +293,7 @@ def _normalise_paths(spec: SweepSpec, data_roots: Iterable[Path]) -> SweepSpec:
     values = []
     for i, v in enumerate(getattr(dom, dom.kind)):
         if isinstance(v, dict) and isinstance(v.get("path"), str):
-            v = {**v, "path": crud.normalise_path(v["path"], data_roots=data_roots,
+            v = {**v, "path": normalise_path(v["path"], data_roots=data_roots,
                                                   loc=("body", "search_space", "dataset", dom.kind, i, "path"))}
         values.append(v)
     space = {**spec.search_space, "dataset": dom.model_copy(update={dom.kind: values})}
@@ -309,6 +307,8 @@ def _blame(point: dict[str, Any], loc: tuple | list) -> tuple:
         candidates = [k for k in point if k.startswith(WEIGHTING_PARAM)] + ["weighting"]
     elif head in ("datasets", "dataset"):
         candidates = ["dataset"]
+    elif head == "training" and len(loc) > 1 and loc[1] == "t_sampling_params":
+        candidates = [k for k in point if k.startswith(T_SAMPLING_PARAM)] + ["t_sampling"]
     elif head == "training" and len(loc) > 1:
         candidates = ["seed" if loc[1] == "seeds" else str(loc[1])]
     elif head == "evaluation":  # at_steps below steps; fd_<dataset> of the dataset
@@ -332,43 +332,3 @@ def _first_error(e: Exception) -> str:
 
 def _show(point: dict[str, Any]) -> str:
     return json.dumps(point, sort_keys=True, default=str)
-
-
-# ---------------------------------------------------------------- read models (responses)
-class SweepTrial(BaseModel):
-    trial_id: str | None
-    run_id: str
-    status: str
-    config: dict[str, Any] = Field(description="the sampled point, read back from the run")
-    value: float | None = Field(description="the latest value of the sweep's metric")
-    train_step: int | None = Field(description="training step of that value (total_steps: final)")
-    current_step: int
-    total_steps: int
-    error: str | None
-
-
-class SweepSummary(BaseModel):
-    id: str
-    experiment_id: str
-    name: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    metric: str
-    mode: str
-    best: dict[str, Any] | None = Field(description="trial_id, run_id, config, value, train_step of the best final result")
-    created_at: datetime
-    finished_at: datetime | None
-
-
-class SweepRead(SweepSummary):
-    spec: dict[str, Any]
-    max_concurrent_trials: int | None = Field(description="in force: the request capped to what the cluster fits")
-    message: str | None
-    error: str | None
-    trials: list[SweepTrial]
-
-
-class SweepList(BaseModel):
-    items: list[SweepSummary]
-    total: int
-    limit: int
-    offset: int

@@ -14,7 +14,6 @@ recorded once (unique per cell) in the same transaction that marks the run succe
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,34 +21,37 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from service.store import crud
-from service.runtime import paths
 from service.core.config import Settings
+from service.core.errors import readable_error
+from service.core.lifecycle import LIVE_RUN, AttemptStatus, RunStatus, transition
+from service.domain.cluster import ClusterInfo
+from service.domain.jobs import RunJob
+from service.runtime import paths
+from service.runtime.executor import Executor, Job, JobState, job_name
+from service.runtime.loop import BackgroundLoop
 from service.store.db import session_scope
-from service.runtime.executor import ClusterInfo, Executor, Job, JobState, job_name, readable_error
-from service.core.lifecycle import RunStatus
-from service.store.models import Attempt, Run, utcnow
+from service.store.models import Attempt, Run
+from service.store.runs import record_results, upsert_metrics
 from trainer.metrics_log import read_records
 
 log = logging.getLogger(__name__)
 
-LIVE = (RunStatus.TRAINING.value, RunStatus.EVALUATING.value)
+LIVE = tuple(s.value for s in LIVE_RUN)
 
 
-class Dispatcher:
+class Dispatcher(BackgroundLoop):
+    name = "snrlab-dispatcher"
+
     def __init__(self, *, session_factory: sessionmaker[Session], settings: Settings, executor: Executor,
                  train_fn: str = "trainer.run:train", evaluate_fn: str = "service.runtime.evaluation:evaluate_run",
                  connect_backoff_s: tuple[float, float] = (1.0, 60.0)):
+        super().__init__(settings.dispatch_interval_s)
         self.factory = session_factory
         self.settings = settings
         self.executor = executor
         self.train_fn = train_fn
         self.evaluate_fn = evaluate_fn
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.state = "stopped"
-        self.last_error: str | None = None
         self._last_maintenance = 0.0
         # Until the executor connects (an unreachable SNRLAB_RAY_ADDRESS), the loop retries with
         # exponential backoff from connect_backoff_s[0] up to connect_backoff_s[1] seconds.
@@ -62,13 +64,16 @@ class Dispatcher:
 
     # ------------------------------------------------------------ control
     def start(self) -> None:
-        """Connect and reconcile; an unreachable cluster does not stop the service (the loop
-        keeps trying, and /readyz says why it is not ready)."""
-        self._stop.clear()
+        """Connect and reconcile, here (the caller's thread owns a local Ray: see service.app.main);
+        an unreachable cluster does not stop the service (the loop keeps trying, and /readyz says
+        why it is not ready)."""
         self.state = "connecting"
         self._connect()
-        self._thread = threading.Thread(target=self._loop, name="snrlab-dispatcher", daemon=True)
-        self._thread.start()
+        super().start()
+
+    def stop(self, timeout: float = 10) -> None:
+        super().stop(timeout)
+        self.state = "stopped"
 
     def _connect(self) -> bool:
         try:
@@ -83,38 +88,20 @@ class Dispatcher:
                  self.cluster.cpus, self.cluster.gpus, len(self.cluster.nodes))
         return True
 
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.state = "stopped"
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
+    def prepare(self) -> bool:
         delay = self.connect_backoff_s[0]
-        while not self._stop.is_set() and not self.connected:
+        while not self.connected:
             log.warning("ray: %s; the dispatcher retries in %.3g s (the API answers meanwhile; /readyz is 503)",
                         self.connect_error, delay)
-            if self._stop.wait(delay):
-                return
+            if self.stopped(delay):
+                return False
             delay = min(delay * 2, self.connect_backoff_s[1])
             try:
                 self._connect()
             except Exception as e:  # noqa: BLE001 - reconcile failed: try again
                 self.connect_error = readable_error(e)
                 log.exception("dispatcher: reconciling after connecting failed")
-        while not self._stop.is_set():
-            try:
-                self.tick()
-                self.last_error = None
-            except Exception as e:  # noqa: BLE001 - the loop must survive a bad pass
-                self.last_error = readable_error(e)
-                log.exception("dispatcher pass failed")
-            self._wake.wait(self.settings.dispatch_interval_s)
-            self._wake.clear()
+        return True
 
     # ------------------------------------------------------------ passes
     def reconcile(self) -> None:
@@ -137,27 +124,24 @@ class Dispatcher:
                 state = states[name] if name else JobState(phase="lost")
                 if state.phase == "lost":
                     if attempt is not None:
-                        attempt.status, attempt.finished_at = "lost", utcnow()
-                        attempt.error = "service restarted and the Ray job was gone"
+                        transition(attempt, AttemptStatus.LOST, error="service restarted and the Ray job was gone")
                     if run.cancel_requested:
-                        crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
+                        transition(run, RunStatus.CANCELLED)
                         continue
                     log.info("reconcile: %s lost its job; re-queueing to resume from its checkpoint", run.id)
-                    crud.transition_run(s, run=run, to=RunStatus.QUEUED)
+                    transition(run, RunStatus.QUEUED)
                 else:
                     keep.add(name)
                     log.info("reconcile: re-adopted %s (%s)", run.id, state.phase)
-        list_jobs = getattr(self.executor, "list_jobs", None)
-        for name in (list_jobs() if list_jobs else []):
+        for name in self.executor.list_jobs():
             if name not in keep:
                 log.info("reconcile: releasing stray job %s", name)
                 self.executor.release(name)
 
     def tick(self) -> None:
-        maintain = getattr(self.executor, "maintain", None)
-        if maintain is not None and time.monotonic() - self._last_maintenance > 5:
+        if time.monotonic() - self._last_maintenance > 5:
             self._last_maintenance = time.monotonic()
-            maintain()
+            self.executor.maintain()
         with self.factory() as s:
             live_ids = s.scalars(select(Run.id).where(Run.status.in_(LIVE))).all()
         for run_id in live_ids:
@@ -184,8 +168,8 @@ class Dispatcher:
                     attempt = _current_attempt(run)
                     self._ingest_metrics(s, run, attempt)
                     if attempt:
-                        attempt.status, attempt.finished_at = "cancelled", utcnow()
-                    crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
+                        transition(attempt, AttemptStatus.CANCELLED)
+                    transition(run, RunStatus.CANCELLED)
             return
         state = self.executor.poll(name) if name else JobState(phase="lost")
         release: str | None = None
@@ -203,14 +187,13 @@ class Dispatcher:
                 run.usage = state.extra["usage"]
             if state.results and state.phase in ("training", "evaluating"):
                 # intermediate checkpoints (evaluation.at_steps) are scored while training goes on
-                crud.record_results(s, run_id=run.id, results=state.results, default_train_step=run.total_steps)
+                record_results(s, run_id=run.id, results=state.results, default_train_step=run.total_steps)
             if state.phase == "evaluating" and run.status == RunStatus.TRAINING.value:
-                crud.transition_run(s, run=run, to=RunStatus.EVALUATING, current_step=max(run.current_step, run.total_steps))
+                transition(run, RunStatus.EVALUATING, current_step=max(run.current_step, run.total_steps))
             elif state.phase == "succeeded":
-                crud.record_results(s, run_id=run.id, results=state.results or [], default_train_step=run.total_steps)
-                attempt.status, attempt.finished_at = "succeeded", utcnow()
-                crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED, error=None,
-                                    current_step=max(run.current_step, run.total_steps))
+                record_results(s, run_id=run.id, results=state.results or [], default_train_step=run.total_steps)
+                transition(attempt, AttemptStatus.SUCCEEDED)
+                transition(run, RunStatus.SUCCEEDED, error=None, current_step=max(run.current_step, run.total_steps))
                 release = name
             elif state.phase == "lost":
                 self._lose_attempt(s, run, attempt, state)
@@ -226,26 +209,26 @@ class Dispatcher:
 
     def _fail_attempt(self, s: Session, run: Run, attempt: Attempt, state: JobState) -> None:
         error = state.error or "the job failed without a message"
-        attempt.status, attempt.error, attempt.finished_at = "failed", error, utcnow()
-        used = sum(1 for a in run.attempts if a.status == "failed")
+        transition(attempt, AttemptStatus.FAILED, error=error)
+        used = sum(1 for a in run.attempts if a.status == AttemptStatus.FAILED.value)
         if used < self.settings.max_attempts:
             log.warning("%s attempt %d failed (%s); retrying from its last checkpoint", run.id, attempt.number, error)
-            crud.transition_run(s, run=run, to=RunStatus.QUEUED, error=error)
+            transition(run, RunStatus.QUEUED, error=error)
         else:
-            crud.transition_run(s, run=run, to=RunStatus.FAILED, error=f"failed after {used} attempts: {error}")
+            transition(run, RunStatus.FAILED, error=f"failed after {used} attempts: {error}")
 
     def _lose_attempt(self, s: Session, run: Run, attempt: Attempt, state: JobState) -> None:
         """The attempt's Ray worker is gone (its node died, the cluster went down): not the run's
         fault, so no failed attempt is spent; the run is re-queued and resumes from its last
         checkpoint. A run that keeps losing its worker still ends, after 5x max_attempts."""
         error = state.error or "the Ray worker for this attempt is gone"
-        attempt.status, attempt.error, attempt.finished_at = "lost", error, utcnow()
-        lost = sum(1 for a in run.attempts if a.status == "lost")
+        transition(attempt, AttemptStatus.LOST, error=error)
+        lost = sum(1 for a in run.attempts if a.status == AttemptStatus.LOST.value)
         if lost >= 5 * self.settings.max_attempts:
-            crud.transition_run(s, run=run, to=RunStatus.FAILED, error=f"lost its Ray worker {lost} times: {error}")
+            transition(run, RunStatus.FAILED, error=f"lost its Ray worker {lost} times: {error}")
             return
         log.warning("%s attempt %d lost (%s); re-queued to resume from its last checkpoint", run.id, attempt.number, error)
-        crud.transition_run(s, run=run, to=RunStatus.QUEUED, error=error)
+        transition(run, RunStatus.QUEUED, error=error)
 
     def _submit_queued(self) -> None:
         with self.factory() as s:
@@ -273,7 +256,7 @@ class Dispatcher:
             job = self._claim(run_id)
             if job is None:
                 continue
-            used += share(job.resources)
+            used += share(resources)
             count += 1
             try:
                 self.executor.submit(job)
@@ -291,15 +274,13 @@ class Dispatcher:
             if run is None or run.status != RunStatus.QUEUED.value:
                 return None
             if run.cancel_requested:
-                crud.transition_run(s, run=run, to=RunStatus.CANCELLED)
+                transition(run, RunStatus.CANCELLED)
                 return None
             number = max((a.number for a in run.attempts), default=0) + 1
-            s.add(Attempt(run_id=run.id, number=number, status="running"))
-            crud.transition_run(s, run=run, to=RunStatus.TRAINING, error=None)
-            return Job(
-                run_id=run.id, attempt=number, config=run.config, evaluation=run.evaluation, resources=run.resources,
-                storage_path=str(self.settings.runs_dir), data_dir=str(self.settings.data_dir), train_fn=self.train_fn, evaluate_fn=self.evaluate_fn,
-            )
+            s.add(Attempt(run_id=run.id, number=number, status=AttemptStatus.RUNNING.value))
+            transition(run, RunStatus.TRAINING, error=None)
+            return Job(run_id=run.id, attempt=number, run=RunJob.of_run(run), storage_path=str(self.settings.runs_dir),
+                       data_dir=str(self.settings.data_dir), train_fn=self.train_fn, evaluate_fn=self.evaluate_fn)
 
     # ------------------------------------------------------------ metrics
     def _ingest_metrics(self, s: Session, run: Run, attempt: Attempt | None) -> None:
@@ -309,12 +290,12 @@ class Dispatcher:
         for rec in records:
             # the trainer logs {"event": "start", "step": k} when an attempt begins (k > 0: resumed)
             (starts if "event" in rec else points).append(rec)
-        if attempt is not None and attempt.status == "running" and attempt.start_step is None:
+        if attempt is not None and attempt.status == AttemptStatus.RUNNING.value and attempt.start_step is None:
             first = starts[-1]["step"] if starts else min((p["step"] for p in points), default=None)
             attempt.start_step = first
         if not points:
             return
-        crud.upsert_metrics(s, run_id=run.id, points=points)
+        upsert_metrics(s, run_id=run.id, points=points)
         last = max(points, key=lambda p: p["step"])
         run.current_step = min(max(run.current_step, last["step"]), run.total_steps)
         run.latest_metrics = last
@@ -331,7 +312,7 @@ def _load_run(s: Session, run_id: str, *, for_update: bool = False) -> Run | Non
 
 
 def _current_attempt(run: Run) -> Attempt | None:
-    running = [a for a in run.attempts if a.status == "running"]
+    running = [a for a in run.attempts if a.status == AttemptStatus.RUNNING.value]
     return max(running, key=lambda a: a.number) if running else None
 
 

@@ -1,28 +1,36 @@
-"""The dispatcher's boundary to the compute: submit / poll / cancel jobs keyed by a name.
+"""The dispatcher's and the sweep manager's one boundary to the compute: submit / poll / cancel
+jobs (a run's attempt, a sweep's Tuner) keyed by a name.
 
-`RayExecutor` is the real one (detached named actors, see `service.ray_runner`); tests of the
-lifecycle inject a fast in-process fake. Every method is idempotent per name, which is what
-makes restarts safe: the dispatcher can always re-ask."""
+`RayExecutor` is the real one (detached named actors: `service.runtime.run_actor`,
+`service.runtime.sweep_actor`); lifecycle tests inject in-process fakes, checked against the
+`Executor` Protocol. Every method is idempotent per name, which is what makes restarts safe: the
+service can always re-ask. Ray gets work and returns results; the database stays the service's."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from service.core.errors import load_callable, readable_error
+from service.domain.cluster import ClusterInfo, NodeInfo
+from service.domain.jobs import RunJob
+from service.runtime.ray_cleanup import RUN_ACTOR_PREFIX
 
 log = logging.getLogger(__name__)
 
 Phase = Literal["starting", "training", "evaluating", "succeeded", "failed", "lost"]
+SweepPhase = Literal["starting", "running", "finished", "failed", "lost"]
+SWEEP_ACTOR_PREFIX = "snrlab-sweep-"
 
 
 @dataclass(frozen=True)
 class Job:
+    """One attempt of a run: its RunJob (parsed once more, on Ray) and where its files go."""
+
     run_id: str
     attempt: int
-    config: dict[str, Any]  # the trainer's TrainConfig as a dict
-    evaluation: dict[str, Any]
-    resources: dict[str, Any]
+    run: RunJob
     storage_path: str  # Ray Train storage_path (settings.runs_dir)
     data_dir: str | None = None  # SNRLAB_DATA_DIR: the evaluator's caches (reference stats, extractors)
     train_fn: str = "trainer.run:train"
@@ -34,7 +42,8 @@ class Job:
         return job_name(self.run_id, self.attempt)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What travels to Ray: plain JSON types (the RunJob as its dump)."""
+        return {**asdict(self), "run": self.run.model_dump(mode="json")}
 
 
 def job_name(run_id: str, attempt: int) -> str:
@@ -51,41 +60,36 @@ class JobState:
 
 
 @dataclass(frozen=True)
-class NodeInfo:
-    cpus: float
-    gpus: float = 0.0
-    memory_bytes: float = 0.0  # what the node lets tasks reserve (Ray's `memory` resource)
+class SweepJob:
+    """A sweep's Tuner: its spec and where Tune keeps its experiment state (to restore it)."""
 
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    """What the cluster offers, read from Ray once and then used without it (the dispatcher keeps
-    the latest one, so a request never waits on Ray and no transaction is held across a Ray call)."""
-
-    nodes: tuple[NodeInfo, ...] = ()
+    sweep_id: str
+    spec: dict[str, Any]
+    storage_path: str
+    max_concurrent_trials: int
 
     @property
-    def cpus(self) -> float:
-        return sum(n.cpus for n in self.nodes)
-
-    @property
-    def gpus(self) -> float:
-        return sum(n.gpus for n in self.nodes)
-
-    @property
-    def largest_memory_bytes(self) -> float:
-        return max((n.memory_bytes for n in self.nodes), default=0.0)
-
-    def capacity(self, resources: dict[str, Any]) -> int:
-        """How many runs with these resources fit at once (CPUs per worker = 1)."""
-        workers = int(resources.get("workers_per_run", 1))
-        slots = math.floor(self.cpus / workers)
-        gpus = float(resources.get("gpus_per_worker", 0)) * workers
-        if gpus > 0:
-            slots = min(slots, math.floor(self.gpus / gpus))
-        return max(slots, 0)
+    def name(self) -> str:
+        return f"{SWEEP_ACTOR_PREFIX}{self.sweep_id}"
 
 
+@dataclass
+class SweepState:
+    """A sweep actor's answer to a sync: its phase, the trials that want a run (trial id -> the
+    sampled point), the trials Tune stopped whose runs must stop (trial id -> why)."""
+
+    phase: SweepPhase
+    error: str | None = None
+    wants_run: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped: dict[str, str] = field(default_factory=dict)
+    trials: int | None = None
+
+
+def sweep_name(sweep_id: str) -> str:
+    return f"{SWEEP_ACTOR_PREFIX}{sweep_id}"
+
+
+@runtime_checkable
 class Executor(Protocol):
     def start(self) -> None: ...
     def cluster(self) -> ClusterInfo: ...
@@ -93,33 +97,13 @@ class Executor(Protocol):
     def poll(self, name: str) -> JobState: ...
     def cancel(self, name: str) -> None: ...
     def release(self, name: str) -> None: ...
+    def list_jobs(self) -> list[str]: ...
+    def maintain(self) -> None: ...
+    def submit_sweep(self, job: SweepJob) -> None: ...
+    def sync_sweep(self, name: str, news: dict[str, Any]) -> SweepState: ...
+    def release_sweep(self, name: str) -> None: ...
+    def list_sweeps(self) -> list[str]: ...
     def shutdown(self) -> None: ...
-
-    # optional: `maintain()`, called by the dispatcher every few seconds for housekeeping, and
-    # `list_jobs()`, the names of the jobs that exist (the reconciler releases strays)
-
-
-def readable_error(exc: BaseException, limit: int = 1000) -> str:
-    """`Type: message` of the innermost user error: unwraps Ray Train and Ray task wrappers and
-    drops anything that looks like a traceback. What a user of the API sees."""
-    for _ in range(10):
-        inner = None
-        failures = getattr(exc, "worker_failures", None)
-        if failures:
-            inner = next(iter(failures.values()))
-        inner = inner or getattr(exc, "controller_failure", None) or getattr(exc, "cause", None)
-        if not isinstance(inner, BaseException) or inner is exc:
-            break
-        exc = inner
-    text = str(exc).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if any(ln.startswith("Traceback") or ln.lstrip().startswith('File "') for ln in lines):
-        # a Ray-formatted error with the remote traceback: its last line is "Type: message"
-        return lines[-1].strip()[:limit]
-    msg = lines[0].strip() if lines else ""
-    name = type(exc).__name__
-    out = msg if msg.startswith(name) else f"{name}: {msg}" if msg else name
-    return out[:limit]
 
 
 class RayExecutor:
@@ -190,7 +174,10 @@ class RayExecutor:
     def cancel(self, name: str) -> None:
         import ray
 
-        from service.runtime.ray_cleanup import placement_groups_of, reap_placement_groups
+        from service.runtime.ray_cleanup import (
+            placement_groups_of,
+            reap_placement_groups,
+        )
 
         actor = self._actor(name)
         if actor is None:
@@ -208,10 +195,51 @@ class RayExecutor:
     release = cancel
 
     def list_jobs(self) -> list[str]:
+        return self._named(RUN_ACTOR_PREFIX)
+
+    def _named(self, prefix: str) -> list[str]:
         import ray
 
         return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["namespace"] == self.namespace and a["name"].startswith("snrlab-run_")]
+                if a["namespace"] == self.namespace and a["name"].startswith(prefix)]
+
+    # ------------------------------------------------------------ sweeps
+    def submit_sweep(self, job: SweepJob) -> None:
+        import ray
+
+        from service.runtime.sweep_actor import SweepWorker
+
+        actor = SweepWorker.options(
+            name=job.name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
+            num_cpus=0, max_concurrency=64, max_restarts=0,
+        ).remote(asdict(job))
+        ray.get(actor.start.remote(), timeout=120)
+
+    def sync_sweep(self, name: str, news: dict[str, Any]) -> SweepState:
+        """Hand the actor what the service knows (runs assigned to trials, their states and metric
+        values) and take what Tune wants (runs for new trials, runs to stop)."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        actor = self._actor(name)
+        if actor is None:
+            return SweepState(phase="lost", error="no Ray actor for this sweep")
+        try:
+            return SweepState(**ray.get(actor.sync.remote(news), timeout=30))
+        except GetTimeoutError:
+            return SweepState(phase="running")
+        except RayActorError as e:
+            return SweepState(phase="lost", error=readable_error(e))
+
+    def release_sweep(self, name: str) -> None:
+        import ray
+
+        actor = self._actor(name)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+
+    def list_sweeps(self) -> list[str]:
+        return self._named(SWEEP_ACTOR_PREFIX)
 
     def maintain(self) -> None:
         """Periodic housekeeping from the dispatcher: free leaked placement groups."""
@@ -235,32 +263,6 @@ class RayExecutor:
             stop_local_cluster()
         elif ray.is_initialized():
             ray.shutdown()
-
-
-class StorageNotShared(ValueError):
-    pass
-
-
-def check_shared_storage(settings) -> None:
-    """Refuse a cluster address with the node-local default data directory. Ray workers on other
-    nodes write checkpoints and metrics under runs_dir and this service reads them back (and a
-    resumed attempt on another node needs them), so it must be a path every node mounts: with
-    the default (~/.cache/snrlab, on each machine's own disk) runs would fail or restart from
-    step 0 depending on where they land. A refusal at startup beats that."""
-    if settings.ray_address and settings.executor == "ray" and "data_dir" not in settings.model_fields_set:
-        raise StorageNotShared(
-            f"SNRLAB_RAY_ADDRESS is set ({settings.ray_address}) but SNRLAB_DATA_DIR is not: runs would go to "
-            f"{settings.runs_dir}, a node-local default that Ray workers on other nodes cannot reach. Set "
-            "SNRLAB_DATA_DIR to a path mounted at the same place on this service and on every Ray node (NFS, "
-            "a ReadWriteMany volume, object storage through a POSIX mount; see service/README.md)."
-        )
-
-
-def load_callable(path: str):
-    import importlib
-
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def build_executor(settings) -> Executor:

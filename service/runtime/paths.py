@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from service.core.errors import NotFoundError
+
 
 def run_dir(runs_dir: Path, run_id: str) -> Path:
     return Path(runs_dir) / run_id
@@ -25,3 +27,22 @@ def results_file(runs_dir: Path, run_id: str) -> Path:
 def train_done_file(runs_dir: Path, run_id: str) -> Path:
     """Written when training completes, so a retry after an evaluation failure skips training."""
     return run_dir(runs_dir, run_id) / "train_done.json"
+
+
+def list_artifacts(runs_dir: Path, run_id: str) -> list[str]:
+    root = artifacts_dir(runs_dir, run_id)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+
+
+def artifact_file(runs_dir: Path, run_id: str, path: str) -> Path:
+    """The file `path` names under the run's artifacts; NotFoundError for anything else (a `..`,
+    a link out, a NUL byte, a name too long)."""
+    root = artifacts_dir(runs_dir, run_id).resolve()
+    try:
+        target = (root / path).resolve()
+        found = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
+        raise NotFoundError(f"artifact {path[:200]!r} not found for run {run_id!r}")
+    return target

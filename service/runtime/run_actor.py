@@ -16,8 +16,9 @@ from typing import Any
 
 import ray
 
+from service.core.errors import load_callable, readable_error
+from service.domain.jobs import RunJob
 from service.runtime import paths
-from service.runtime.executor import load_callable, readable_error
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -27,7 +28,9 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def work(job: dict[str, Any], state: dict[str, Any]) -> None:
-    """Train (resuming from the latest checkpoint) then evaluate; updates `state` in place."""
+    """Train (resuming from the latest checkpoint) then evaluate; updates `state` in place. `job`
+    is an executor Job as it travelled (plain JSON); its RunJob is parsed here, once."""
+    run = RunJob.model_validate(job["run"])
     runs_dir, run_id = Path(job["storage_path"]), job["run_id"]
     run_dir = paths.run_dir(runs_dir, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +40,8 @@ def work(job: dict[str, Any], state: dict[str, Any]) -> None:
         state.update(phase="succeeded", results=done["results"], checkpoint_path=done.get("checkpoint_path"))
         return
     done_path = paths.train_done_file(runs_dir, run_id)
-    scorer = SnapshotScorer(job, state, run_dir)
+    evaluate = load_callable(job["evaluate_fn"])
+    scorer = SnapshotScorer(run, state, run_dir, evaluate=evaluate, data_dir=job.get("data_dir"))
     if done_path.exists():
         done = json.loads(done_path.read_text())
         checkpoint = done["checkpoint_path"]
@@ -46,17 +50,10 @@ def work(job: dict[str, Any], state: dict[str, Any]) -> None:
     else:
         state["phase"] = "training"
         train = load_callable(job["train_fn"])
-        res = job["resources"]
         scorer.start()
         try:
-            result = train(
-                _train_config(job),
-                storage_path=str(runs_dir),
-                name=run_id,
-                num_workers=int(res.get("workers_per_run", 1)),
-                use_gpu=float(res.get("gpus_per_worker", 0)) > 0,
-                max_failures=0,
-            )
+            result = train(run.train, storage_path=str(runs_dir), name=run_id, num_workers=run.resources.workers_per_run,
+                           use_gpu=run.resources.gpus_per_worker > 0, max_failures=0)
         finally:
             scorer.stop.set()
         checkpoint = _checkpoint_path(result)
@@ -71,13 +68,10 @@ def work(job: dict[str, Any], state: dict[str, Any]) -> None:
         scorer.run()
     if scorer.error is not None:
         raise scorer.error
-    evaluate = load_callable(job["evaluate_fn"])
-    results = evaluate(
-        checkpoint=checkpoint, evaluation=job["evaluation"], config=job["config"],
-        out_dir=str(paths.artifacts_dir(runs_dir, run_id)), resources=job["resources"], data_dir=job.get("data_dir"),
-    )
-    final_step = int(job["config"].get("steps", 0)) or None
-    results = scorer.results + [{**r, "train_step": r.get("train_step", final_step)} for r in results]
+    results = evaluate(checkpoint, run.evaluation, num_actors=run.resources.workers_per_run,
+                       num_gpus_per_actor=run.resources.gpus_per_worker, out_dir=str(paths.artifacts_dir(runs_dir, run_id)),
+                       data_dir=job.get("data_dir"))
+    results = scorer.results + [{**r, "train_step": r.get("train_step", run.train.steps)} for r in results]
     _write_json_atomic(results_path, {"results": results, "checkpoint_path": checkpoint})
     state.update(phase="succeeded", results=results)
 
@@ -88,10 +82,12 @@ class SnapshotScorer(threading.Thread):
     for the CPUs its own run holds). Each snapshot's rows are kept in results_step_<n>.json, so a
     resumed attempt scores only what is missing; `state["results"]` carries them to the service."""
 
-    def __init__(self, job: dict[str, Any], state: dict[str, Any], run_dir: Path, interval: float = 2.0):
+    def __init__(self, run: RunJob, state: dict[str, Any], run_dir: Path, *, evaluate, data_dir: str | None,
+                 interval: float = 2.0):
         super().__init__(name="snrlab-snapshots", daemon=True)
-        self.job, self.state, self.run_dir, self.interval = job, state, run_dir, interval
-        self.wanted = sorted(int(s) for s in job["evaluation"].get("at_steps") or [])
+        self.state, self.run_dir, self.interval, self.evaluate, self.data_dir = state, run_dir, interval, evaluate, data_dir
+        self.evaluation = run.evaluation.model_copy(update={"analyses": False})
+        self.wanted = list(run.evaluation.at_steps)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.done: dict[int, list[dict[str, Any]]] = {}
@@ -110,7 +106,7 @@ class SnapshotScorer(threading.Thread):
             self.state["results"] = self.results
 
     def run(self) -> None:
-        import torch
+        import torch  # heavy: only on the Ray side, where a run is scored
 
         from trainer.checkpoint import list_snapshots
 
@@ -132,23 +128,12 @@ class SnapshotScorer(threading.Thread):
             self.error = e
 
     def _score(self, step: int, snapshot: Path) -> None:
-        evaluate = load_callable(self.job["evaluate_fn"])
-        evaluation = {**self.job["evaluation"], "analyses": False}
-        rows = evaluate(checkpoint=str(snapshot), evaluation=evaluation, config=self.job["config"],
-                        out_dir=str(self.run_dir / "artifacts"), resources={**self.job["resources"], "workers_per_run": 0},
-                        data_dir=self.job.get("data_dir"))
+        rows = self.evaluate(str(snapshot), self.evaluation, num_actors=0, num_gpus_per_actor=0,
+                             out_dir=str(self.run_dir / "artifacts"), data_dir=self.data_dir)
         rows = [{**r, "train_step": step} for r in rows]
         _write_json_atomic(self.run_dir / f"results_step_{step:08d}.json", {"results": rows})
         self.done[step] = rows
         self._publish()
-
-
-def _train_config(job: dict[str, Any]) -> Any:
-    if job["train_fn"] == "trainer.run:train":
-        from trainer.config import TrainConfig
-
-        return TrainConfig(**job["config"])
-    return job["config"]
 
 
 def _checkpoint_path(result: Any) -> str | None:

@@ -1,17 +1,19 @@
 """The Ray side of a sweep: one detached actor runs a Ray Tune Tuner; its trials only watch runs.
 
-`SweepWorker` (0 CPUs, threaded) runs `Tuner.fit()` in a thread so `poll()` answers meanwhile.
-On start it restores the Tuner from `<runs_dir>/sweeps/<sweep id>` when Tune's experiment state
-is there (a new actor after the old one was lost): finished trials are not rerun, unfinished
-ones start again and re-attach to their runs.
+The actor is a mailbox between Tune and the service; it never touches the database (the cluster
+needs no database URL, no credentials). A trial (`watch_trial`, a Tune function holding
+`TRIAL_RESOURCES`: a sliver of memory, no CPU) posts the point Tune sampled and asks for its run;
+the service (service.runtime.sweep_manager) reads those requests when it syncs, inserts the runs
+(idempotent by trial id), and hands back each trial's run: its state and the sweep metric's values
+as they land (intermediate ones from evaluation.at_steps are ASHA's time steps). The trial
+`tune.report`s them, returns when its run succeeds and raises when it fails or is cancelled.
+When Tune stops a trial whose run is still going (ASHA, an error), `StopTrialRuns` posts a stop,
+which the service applies. Measured on 2 CPUs: trials at {"cpu": 0.01} left 1.98 CPUs and only
+one 1-CPU run could start beside two trials; at 0 CPU both could.
 
-A trial (`watch_trial`) holds `TRIAL_RESOURCES`, a sliver of memory and no CPU: measured on 2
-CPUs, trials at {"cpu": 0.01} left 1.98 CPUs and only one 1-CPU run could start next to two
-trials; at 0 CPU both could. It asks the actor for its run (the actor is the only writer of trial
-runs), then polls SQL every POLL_S seconds and `tune.report`s the metric as results appear
-(intermediate ones from evaluation.at_steps have train_step < total_steps: ASHA's time
-attribute). It returns when the run succeeds and raises when it fails or is cancelled. When Tune
-stops a trial whose run is still going (ASHA, an error), `StopTrialRuns` stops the run."""
+On start the actor restores the Tuner from `<runs_dir>/sweeps/<sweep id>` when Tune's experiment
+state is there (a new actor after the old one was lost): finished trials are not rerun,
+unfinished ones start again and ask for their runs again, which the service finds by trial id."""
 from __future__ import annotations
 
 import logging
@@ -22,68 +24,68 @@ from typing import Any
 
 import ray
 
+from service.core.errors import readable_error
+from service.core.lifecycle import RunStatus
+from service.domain.sweep_spec import SweepSpec, corner_values, tune_value
+
 log = logging.getLogger(__name__)
 
 TRIAL_RESOURCES = {"cpu": 0, "memory": 1 << 20}
 POLL_S = 2.0
-TRANSIENT_DB_ERRORS_S = 120  # a trial rides out a database outage this long
 
 
-_factories: dict[str, Any] = {}
+class Mailbox:
+    """What Tune and the service tell each other about one sweep, behind one lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.wants: dict[str, dict[str, Any]] = {}  # trial id -> point, until the service assigns a run
+        self.runs: dict[str, dict[str, Any]] = {}  # trial id -> {run_id, status, error, total_steps, values}
+        self.refused: dict[str, str] = {}  # trial id -> why it gets no run
+        self.stops: dict[str, str] = {}  # trial id -> why its run must stop, until the service confirms
+
+    def take_news(self, news: dict[str, Any]) -> None:
+        with self.lock:
+            for trial_id, run in (news.get("runs") or {}).items():
+                self.runs[trial_id] = run
+                self.wants.pop(trial_id, None)
+            for trial_id, why in (news.get("refused") or {}).items():
+                self.refused[trial_id] = why
+                self.wants.pop(trial_id, None)
+            for trial_id in news.get("stops_done") or ():
+                self.stops.pop(trial_id, None)
 
 
-def session_factory(url: str):
-    """One engine per database per process (callbacks and trials are re-created, engines are not)."""
-    if url not in _factories:
-        from service.store.db import make_engine, make_sessionmaker
-
-        _factories[url] = make_sessionmaker(make_engine(url, pool_size=2, max_overflow=4) if url.startswith("postgresql")
-                                            else make_engine(url))
-    return _factories[url]
+# One mailbox per sweep in this process: Tune callbacks are pickled with the Tuner's state (for
+# restore), so they name their sweep instead of holding a reference.
+MAILBOXES: dict[str, Mailbox] = {}
 
 
 # ---------------------------------------------------------------- the trial (a Tune function)
 def watch_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
     from ray import tune
-    from sqlalchemy import select
-    from sqlalchemy.exc import OperationalError
-
-    from service.core.lifecycle import RunStatus
-    from service.store.models import Result, Run
 
     trial_id = tune.get_context().get_trial_id()
     actor = ray.get_actor(job["actor_name"], namespace=job["namespace"])
-    run_id = ray.get(actor.ensure_run.remote(trial_id, dict(config)))
-    spec = job["spec"]
-    factory = session_factory(job["database_url"])
-    reported, outage_since = -1, None
+    ray.get(actor.request_run.remote(trial_id, dict(config)))
+    spec, reported = job["spec"], -1
     while True:
-        try:
-            with factory() as s:
-                run = s.get(Run, run_id)
-                status, error, total = RunStatus(run.status), run.error, run.total_steps
-                rows = s.execute(
-                    select(Result.train_step, Result.value)
-                    .where(Result.run_id == run_id, Result.metric == spec["metric"], Result.num_steps == spec["num_steps"],
-                           Result.sampler == spec["sampler"], Result.train_step > reported)
-                    .order_by(Result.train_step)
-                ).all()
-            outage_since = None
-        except OperationalError:
-            outage_since = outage_since or time.monotonic()
-            if time.monotonic() - outage_since > TRANSIENT_DB_ERRORS_S:
-                raise
-            time.sleep(POLL_S)
-            continue
-        for step, value in rows:
-            tune.report({spec["metric"]: value, "train_step": step, "run_id": run_id})
-            reported = step
-        if status is RunStatus.SUCCEEDED:
-            if reported < total:
-                raise RuntimeError(f"run {run_id} succeeded without a final {spec['metric']} at T={spec['num_steps']}")
-            return
-        if status in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise RuntimeError(f"run {run_id} {status.value}" + (f": {error}" if error else ""))
+        news = ray.get(actor.trial_news.remote(trial_id))
+        if news.get("refused"):
+            raise RuntimeError(f"trial {trial_id} gets no run: {news['refused']}")
+        run = news.get("run")
+        if run is not None:
+            for step, value in run["values"]:
+                if step > reported:
+                    tune.report({spec["metric"]: value, "train_step": step, "run_id": run["run_id"]})
+                    reported = step
+            status = RunStatus(run["status"])
+            if status is RunStatus.SUCCEEDED:
+                if reported < run["total_steps"]:
+                    raise RuntimeError(f"run {run['run_id']} succeeded without a final {spec['metric']} at T={spec['num_steps']}")
+                return
+            if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+                raise RuntimeError(f"run {run['run_id']} {status.value}" + (f": {run['error']}" if run.get("error") else ""))
         time.sleep(POLL_S)
 
 
@@ -105,31 +107,28 @@ except ImportError:  # pragma: no cover - ray[tune] is a dependency
 
 class StopTrialRuns(_TuneCallback):
     """A trial that ends while its run is still going was stopped by Tune (the scheduler, or an
-    error in the trial itself): flag the run for cancellation with the reason. A trial that
-    returned normally has a terminal run, so this is a no-op for it."""
+    error in the trial itself): post a stop for its run, with the reason. A trial that returned
+    normally has a terminal run, so the service's stop is a no-op for it."""
 
-    def __init__(self, job: dict[str, Any]):
-        self.job = {k: job[k] for k in ("experiment_id", "database_url", "spec")}
+    def __init__(self, sweep_id: str, metric: str, scheduler: str):
+        self.sweep_id, self.metric, self.scheduler = sweep_id, metric, scheduler
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        metric = self.job["spec"]["metric"]
-        where = f" at train_step {last['train_step']} ({metric}={last.get(metric)})" if "train_step" in last else ""
-        self._stop(trial.trial_id, f"stopped early by the sweep's {self.job['spec']['scheduler']} scheduler{where}")
+        where = f" at train_step {last['train_step']} ({self.metric}={last.get(self.metric)})" if "train_step" in last else ""
+        self._stop(trial.trial_id, f"stopped early by the sweep's {self.scheduler} scheduler{where}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._stop(trial.trial_id, f"its sweep trial {trial.trial_id} failed")
 
     def _stop(self, trial_id: str, reason: str) -> None:
-        from service.store.db import session_scope
-        from service.runtime.sweep_manager import stop_trial_run
-
-        try:
-            with session_scope(session_factory(self.job["database_url"])) as s:
-                if stop_trial_run(s, experiment_id=self.job["experiment_id"], trial_id=trial_id, reason=reason):
-                    log.info("trial %s: %s; its run is being stopped", trial_id, reason)
-        except Exception:  # noqa: BLE001 - a callback must not take the Tune loop down
-            log.exception("stopping the run of trial %s failed", trial_id)
+        box = MAILBOXES.get(self.sweep_id)
+        if box is None:
+            return
+        with box.lock:
+            run = box.runs.get(trial_id)
+            if run is None or not RunStatus(run["status"]).is_terminal():
+                box.stops[trial_id] = reason
 
 
 # ---------------------------------------------------------------- the Tuner
@@ -139,18 +138,15 @@ def build_tuner(job: dict[str, Any]):
 
     from ray import tune
 
-    from service.domain.sweep_spec import SweepSpec, label_table
-
     path = os.path.join(job["storage_path"], job["sweep_id"])
     trainable = make_trainable(job)
     if tune.Tuner.can_restore(path):
         log.info("restoring sweep %s from %s", job["sweep_id"], path)
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
     spec = SweepSpec.model_validate(job["spec"])
-    labels = label_table(spec)
     space = {}
     for key, dom in spec.search_space.items():
-        values = list(labels[key]) if key in labels else dom.grid or dom.choice
+        values = [tune_value(key, v) for v in (dom.grid or dom.choice or [])]
         if dom.grid is not None:
             space[key] = tune.grid_search(values)
         elif dom.choice is not None:
@@ -172,12 +168,12 @@ def build_tuner(job: dict[str, Any]):
         run_config=tune.RunConfig(
             name=job["sweep_id"], storage_path=job["storage_path"], verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),  # the dispatcher retries runs; a trial only watches
-            callbacks=[StopTrialRuns(job)],
+            callbacks=[StopTrialRuns(job["sweep_id"], spec.metric, spec.scheduler)],
         ),
     )
 
 
-def _search_alg(spec, max_concurrent: int):
+def _search_alg(spec: SweepSpec, max_concurrent: int):
     if spec.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -188,12 +184,10 @@ def _search_alg(spec, max_concurrent: int):
     return BasicVariantGenerator(max_concurrent=max_concurrent, random_state=spec.search_seed)
 
 
-def _scheduler(spec):
+def _scheduler(spec: SweepSpec):
     if spec.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
-
-    from service.domain.sweep_spec import corner_values
 
     steps = spec.search_space.get("steps")
     max_t = max(corner_values("steps", steps)) if steps else spec.base.training.steps
@@ -203,11 +197,13 @@ def _scheduler(spec):
 
 @ray.remote(num_cpus=0)
 class SweepWorker:
-    """One per sweep, detached and named `snrlab-sweep-<id>`; the service polls it."""
+    """One per sweep, detached and named `snrlab-sweep-<id>`; the service syncs with it."""
 
     def __init__(self, job: dict[str, Any]):
-        self.job = job
+        self.job = {**job, "actor_name": ray.get_runtime_context().get_actor_name(),
+                    "namespace": ray.get_runtime_context().namespace}
         self.state: dict[str, Any] = {"phase": "starting", "error": None}
+        self.box = MAILBOXES.setdefault(job["sweep_id"], Mailbox())
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -219,24 +215,29 @@ class SweepWorker:
         return True
 
     def _main(self) -> None:
-        from service.runtime.executor import readable_error
-
         try:
             tuner = build_tuner(self.job)
             self.state["phase"] = "running"
             grid = tuner.fit()
-            self.state.update(phase="finished", trials=len(grid), trial_errors=len(grid.errors))
+            self.state.update(phase="finished", trials=len(grid))
         except BaseException as e:  # noqa: BLE001 - every failure becomes a readable message
             traceback.print_exc()
             self.state.update(phase="failed", error=readable_error(e))
 
-    def poll(self) -> dict[str, Any]:
-        return dict(self.state)
+    # ------------------------------------------------------------ the service's side
+    def sync(self, news: dict[str, Any]) -> dict[str, Any]:
+        """Take the service's news (runs of trials, refusals, stops applied); give back the phase,
+        the trials that want a run and the runs to stop."""
+        self.box.take_news(news)
+        with self.box.lock:
+            return {**self.state, "wants_run": dict(self.box.wants), "stopped": dict(self.box.stops)}
 
-    def ensure_run(self, trial_id: str, point: dict[str, Any]) -> str:
-        from service.store.db import session_scope
-        from service.runtime.sweep_manager import ensure_trial_run
+    # ------------------------------------------------------------ the trials' side
+    def request_run(self, trial_id: str, point: dict[str, Any]) -> None:
+        with self.box.lock:
+            if trial_id not in self.box.runs and trial_id not in self.box.refused:
+                self.box.wants[trial_id] = point
 
-        with session_scope(session_factory(self.job["database_url"])) as s:
-            return ensure_trial_run(s, sweep_id=self.job["sweep_id"], trial_id=trial_id, point=point,
-                                    checkpoint_every=self.job.get("checkpoint_every"))
+    def trial_news(self, trial_id: str) -> dict[str, Any]:
+        with self.box.lock:
+            return {"run": self.box.runs.get(trial_id), "refused": self.box.refused.get(trial_id)}

@@ -22,13 +22,25 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.store import crud
-from service.runtime import paths
-from service.web import plots
-from service.domain import registry
-from service.api import runs as runs_api
-from service.api.deps import Credentials, ExperimentId, Filter, RunId, SessionDep, SettingsDep
+from service.api.deps import (
+    Credentials,
+    ExperimentId,
+    Filter,
+    RunId,
+    SessionDep,
+    SettingsDep,
+)
+from service.api.runs import artifact_response
 from service.core.errors import AuthError
+from service.domain.experiments import experiment_view, run_progress
+from service.domain.format import num
+from service.domain.leaderboard import leaderboard
+from service.runtime import paths
+from service.store import experiments as experiments_store
+from service.store import runs as runs_store
+from service.store.leaderboard import filter_options
+from service.store.tokens import verify_token
+from service.web import plots
 
 COOKIE = "snrlab_token"
 ARTIFACT_FIGURES = ("samples_by_T.png", "one_step_estimation.png", "mse_vs_t.png", "amplified_error.png")
@@ -61,7 +73,7 @@ def web_reader(request: Request, session: SessionDep, settings: SettingsDep, cre
 
 def _valid(session, token: str) -> bool:
     try:
-        crud.verify_token(session, token=token)
+        verify_token(session, token=token)
     except AuthError:
         return False
     return True
@@ -154,30 +166,10 @@ def _q(**params: Any) -> str:
     return ("?" + urlencode(p)) if p else ""
 
 
-def cell_text(c: dict) -> str:
-    """`mean ± std`; a single seed has no spread to show, so it reads `mean ± –`."""
-    return f"{fmt(c['mean'])} ± {fmt(c['std']) if c['n'] > 1 else '–'}"
-
-
-def fmt(x: float) -> str:
-    """How a mean or std is shown (the browser test formats the API's numbers the same way)."""
-    return f"{x:.4g}"
-
-
-# ---------------------------------------------------------------- leaderboard data
 def board(session, *, dataset=None, metric=None, sampler=None, experiment=None, train_steps="final") -> dict[str, Any]:
-    """The leaderboard as the page shows it: the API's rows, with each row's best cell chosen by
-    its own metric's direction (the API uses the filtered metric's)."""
-    lb = crud.leaderboard(session, dataset=dataset, metric=metric, sampler=sampler, experiment_id=experiment,
-                          lower_is_better=registry.lower_is_better(metric), train_steps=train_steps).model_dump(mode="json")
-    for row in lb["rows"]:
-        lower = registry.lower_is_better(row["metric"])
-        for c in row["cells"].values():
-            c["best"] = False
-        if row["cells"]:
-            pick = min if lower else max
-            row["best"] = pick(row["cells"], key=lambda w: row["cells"][w]["mean"])
-            row["cells"][row["best"]]["best"] = True
+    """The leaderboard as the API returns it (each row's best cell by its own metric's direction)."""
+    lb = leaderboard(session, dataset=dataset, metric=metric, sampler=sampler, experiment_id=experiment,
+                     train_steps=train_steps).model_dump(mode="json")
     lb["experiment"] = experiment
     return lb
 
@@ -196,7 +188,7 @@ def _table_html(key, rows, columns, *, multi_setup: bool) -> str:
     cells = [c for r in rows for c in r["cells"].values()]
     num_gen = ", ".join(sorted({str(c["num_gen"]) for c in cells if c["num_gen"] is not None})) or "?"
     extractor = ", ".join(sorted({c["extractor"] for c in cells if c["extractor"]})) or "?"
-    direction = "lower" if registry.lower_is_better(metric) else "higher"
+    direction = "lower" if rows[0]["lower_is_better"] else "higher"
     head = "".join(f"<th>{escape(c)}</th>" for c in cols)
     body = []
     for r in rows:
@@ -210,7 +202,7 @@ def _table_html(key, rows, columns, *, multi_setup: bool) -> str:
             tds.append(
                 f"<td class='{'best' if c['best'] else ''}' data-weighting='{escape(col)}' data-mean='{c['mean']!r}' "
                 f"data-std='{c['std']!r}' data-n='{c['n']}'><a class='v' href='/runs/{escape(c['run_ids'][0])}'>"
-                f"{cell_text(c)}</a> <span class='muted'>(n={c['n']})</span>"
+                f"{c['text']}</a> <span class='muted'>(n={c['n']})</span>"
                 f"<span class='seeds'>{seeds}</span></td>")
         body.append(f"<tr data-t='{r['num_steps']}'><td class='t'>{r['num_steps']}</td>{''.join(tds)}</tr>")
     setup = f", setup {escape(chash[:10])}" if multi_setup else ""
@@ -224,16 +216,6 @@ def _table_html(key, rows, columns, *, multi_setup: bool) -> str:
 def _select(name: str, options: list[str], current: str | None) -> str:
     opts = "".join(f"<option value='{escape(o)}'{' selected' if o == current else ''}>{escape(o)}</option>" for o in options)
     return f"<label>{name}<select name='{name}'><option value=''>all</option>{opts}</select></label>"
-
-
-def _filter_options(session) -> dict[str, list[str]]:
-    from sqlalchemy import select
-
-    from service.store.models import Result, Run
-
-    rows = session.execute(select(Run.dataset, Result.metric, Result.sampler, Run.experiment_id)
-                           .join(Run, Result.run_id == Run.id).distinct()).all()
-    return {k: sorted({r[i] for r in rows}) for i, k in enumerate(("dataset", "metric", "sampler", "experiment"))}
 
 
 def _gallery(runs_dir, lb: dict[str, Any]) -> str:
@@ -262,7 +244,7 @@ def leaderboard_page(request: Request, session: SessionDep, settings: SettingsDe
     lb = board(session, dataset=dataset, metric=metric, sampler=sampler, experiment=experiment)
     filters = dict(dataset=dataset, metric=metric, sampler=sampler, experiment=experiment)
     q = _q(**filters)
-    opts = _filter_options(session)
+    opts = filter_options(session)
     form = ("<form class='filters' method='get'>"
             + "".join(_select(k, opts[k], filters[k]) for k in ("dataset", "metric", "sampler", "experiment"))
             + f"<button>filter</button><a href='/leaderboard'>reset</a><span style='flex:1'></span>"
@@ -325,13 +307,13 @@ def leaderboard_plot(session: SessionDep, token: WebReader, dataset: Filter = No
 # ---------------------------------------------------------------- experiments and runs
 @router.get("/experiments", response_class=HTMLResponse)
 def experiments_page(request: Request, session: SessionDep, token: WebReader):
-    items, total = crud.list_experiments(session, limit=200)
+    items, total = experiments_store.list_experiments(session, limit=200)
     rows = []
     for e in items:
-        v = crud.experiment_view(e)
+        v = experiment_view(e)
         rows.append(f"<tr><td style='text-align:left'><a href='/experiments/{e.id}'>{e.id}</a></td><td style='text-align:left'>"
                     f"{escape(e.name)}</td><td>{v['status'].value}</td><td>{len(e.runs)}</td>"
-                    f"<td><progress max='1' value='{v['progress'].fraction}'></progress></td><td>{e.created_at:%Y-%m-%d %H:%M}</td></tr>")
+                    f"<td><progress max='1' value='{v['progress']['fraction']}'></progress></td><td>{e.created_at:%Y-%m-%d %H:%M}</td></tr>")
     body = (f"<p class='muted'>{total} experiments</p><table><tr><th>id</th><th>name</th><th>status</th><th>runs</th>"
             f"<th>progress</th><th>created</th></tr>{''.join(rows)}</table>")
     return _html(request, token, "Experiments", body)
@@ -361,12 +343,12 @@ def plain_error(text: str | None) -> str:
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 def experiment_page(experiment_id: ExperimentId, request: Request, session: SessionDep, token: WebReader):
-    exp = crud.get_experiment(session, experiment_id=experiment_id)
-    v = crud.experiment_view(exp)
+    exp = experiments_store.get_experiment(session, experiment_id=experiment_id)
+    v = experiment_view(exp)
     status = v["status"].value
     runs = []
     for r in sorted(exp.runs, key=lambda r: r.index):
-        done = r.total_steps if r.status in ("evaluating", "succeeded") else min(r.current_step, r.total_steps)
+        done = run_progress(r)
         runs.append(f"<tr><td style='text-align:left'><a href='/runs/{r.id}'>{r.id}</a></td><td>{escape(r.dataset)}</td>"
                     f"<td>{escape(r.weighting)}</td><td>{r.seed}</td><td class='status'>{r.status}</td>"
                     f"<td><progress max='{r.total_steps}' value='{done}'></progress> {r.current_step}/{r.total_steps}</td>"
@@ -376,9 +358,9 @@ def experiment_page(experiment_id: ExperimentId, request: Request, session: Sess
         cancel = ("<p><input id='cancel-token' type='password' placeholder='API token' size='30'> "
                   f"<button onclick=\"cancelExperiment('{exp.id}')\">cancel experiment</button> <span id='cancel-msg'></span></p>"
                   + CANCEL_JS)
-    by = ", ".join(f"{k}: {n}" for k, n in sorted(v["progress"].by_status.items()))
+    by = ", ".join(f"{k}: {n}" for k, n in sorted(v["progress"]["by_status"].items()))
     body = (f"<p><b>{escape(exp.name)}</b> · status <b id='exp-status'>{status}</b> · {by} · "
-            f"<progress max='1' value='{v['progress'].fraction}'></progress> {100 * v['progress'].fraction:.0f}% · "
+            f"<progress max='1' value='{v['progress']['fraction']}'></progress> {100 * v['progress']['fraction']:.0f}% · "
             f"<a href='/leaderboard?experiment={exp.id}'>leaderboard of this experiment</a></p>{cancel}"
             f"<h2>Runs</h2><table><tr><th>run</th><th>dataset</th><th>weighting</th><th>seed</th><th>status</th><th>progress</th>"
             f"<th>error</th></tr>{''.join(runs)}</table>"
@@ -402,7 +384,7 @@ def _training_plots(exp) -> str:
 @router.get("/experiments/{experiment_id}/training.png")
 def experiment_training_plot(experiment_id: ExperimentId, session: SessionDep, token: WebReader, metric: Filter = None,
                              sampler: Filter = None):
-    exp = crud.get_experiment(session, experiment_id=experiment_id)
+    exp = experiments_store.get_experiment(session, experiment_id=experiment_id)
     lb = board(session, experiment=exp.id, metric=metric, sampler=sampler, train_steps="all")
     rows = [r for r in lb["rows"] if metric in (None, r["metric"])]
     png = plots.metric_vs_training(rows, lb["columns"], metric=metric or "metric", title=f"{exp.name} · {metric or 'all metrics'}")
@@ -410,12 +392,12 @@ def experiment_training_plot(experiment_id: ExperimentId, session: SessionDep, t
 
 
 def _points(session, run_id: str) -> list[dict]:
-    return [{"step": p.step, "values": p.values} for p in crud.get_metrics(session, run_id=run_id)]
+    return [{"step": p.step, "values": p.values} for p in runs_store.get_metrics(session, run_id=run_id)]
 
 
 @router.get("/experiments/{experiment_id}/loss.png")
 def experiment_loss(experiment_id: ExperimentId, session: SessionDep, token: WebReader):
-    exp = crud.get_experiment(session, experiment_id=experiment_id)
+    exp = experiments_store.get_experiment(session, experiment_id=experiment_id)
     first_seed: dict[str, str] = {}
     for r in sorted(exp.runs, key=lambda r: (r.dataset, r.weighting, r.seed)):
         first_seed.setdefault(f"{r.dataset} {r.weighting} s{r.seed}", r.id)
@@ -425,11 +407,11 @@ def experiment_loss(experiment_id: ExperimentId, session: SessionDep, token: Web
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep, token: WebReader):
-    run, results = crud.get_results(session, run_id=run_id)
+    run, results = runs_store.get_results(session, run_id=run_id)
     attempts = "".join(f"<li>attempt {a.number}: {a.status} from step {a.start_step or 0}"
                        + (f" — <span class='err'>{plain_error(a.error)}</span>" if a.error else "") + "</li>"
                        for a in run.attempts)
-    res = "".join(f"<tr><td>{escape(x.metric)}</td><td>{escape(x.sampler)}</td><td>{x.num_steps}</td><td>{fmt(x.value)}</td>"
+    res = "".join(f"<tr><td>{escape(x.metric)}</td><td>{escape(x.sampler)}</td><td>{x.num_steps}</td><td>{num(x.value)}</td>"
                   f"<td>{x.num_gen or ''}</td><td>{escape(x.extractor or '')}</td></tr>" for x in results)
     root = paths.artifacts_dir(settings.runs_dir, run_id)
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
@@ -454,7 +436,7 @@ def run_page(run_id: RunId, request: Request, session: SessionDep, settings: Set
 
 @router.get("/runs/{run_id}/loss.png")
 def run_loss(run_id: RunId, session: SessionDep, token: WebReader):
-    run = crud.get_run(session, run_id=run_id)
+    run = runs_store.get_run(session, run_id=run_id)
     png = plots.loss_by_quartile({f"{run.weighting} seed {run.seed}": _points(session, run_id)})
     return Response(png, media_type="image/png")
 
@@ -462,4 +444,4 @@ def run_loss(run_id: RunId, session: SessionDep, token: WebReader):
 @router.get("/runs/{run_id}/artifacts/{path:path}")
 def run_artifact(run_id: RunId, path: str, session: SessionDep, settings: SettingsDep, token: WebReader):
     """The API's artifact route, behind the page's auth (an <img> cannot send a Bearer header)."""
-    return runs_api.get_artifact(run_id, path, session, settings, None)
+    return artifact_response(session, settings, run_id, path)

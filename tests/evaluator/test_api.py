@@ -7,11 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_checkpoint
 
 from evaluator import EvalConfig, evaluate, rescore, weights
 from evaluator.api import ROW_KEYS
 from evaluator.metrics import fd_from_feats
-from conftest import write_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +49,10 @@ def test_evaluate_in_process(checkpoint, data_dir):
 def test_rows_carry_the_floor_of_held_out_real_images(checkpoint, data_dir):
     """floor = the same metric of num_gen held-out real images (digits: its test split) against
     the same reference statistics; one value per (metric, N), cached under data_dir/floors/."""
-    from trainer.data import load_dataset
-
     from evaluator.features import load_or_train_classifier
     from evaluator.floors import FLOOR_SEED
     from evaluator.metrics import reference_stats
+    from trainer.data import load_dataset
 
     rows = evaluate(checkpoint, _cfg(steps=[1, 2], metrics=["fd_digits", "fd_digits_inf", "cs_digits"]), num_actors=0,
                     data_dir=data_dir)

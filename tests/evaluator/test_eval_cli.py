@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 
 import typer
+from conftest import write_checkpoint
 from typer.testing import CliRunner
 
 from evaluator.cli import register
-from conftest import write_checkpoint
 
 
 def _app():

@@ -30,6 +30,7 @@ def _write_pngs(folder, images_uint8):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_in_memory_fid_equals_cleanfid_folder_fid(inception, make_denoiser, tmp_path):
     from cleanfid import fid as cfid
+
     from trainer.data import load_dataset
 
     gen = to_uint8(sample(make_denoiser(size=16), 3, num=6, seed=0)[0])  # grey 16x16, never written to disk

@@ -7,9 +7,24 @@ import pytest
 import torch
 
 from evaluator.features import ColorExtractor
-from evaluator.metrics import (METRICS, REGISTRY, RefStats, classifier_score, color_mean_shift, extractor_for,
-                               fd_from_feats, fd_inf, fd_inf_sizes, frechet_distance, gaussian_stats, higher_is_better,
-                               kernel_distance, resolve_metric, score, validate_metrics)
+from evaluator.metrics import (
+    METRICS,
+    REGISTRY,
+    RefStats,
+    classifier_score,
+    color_mean_shift,
+    extractor_for,
+    fd_from_feats,
+    fd_inf,
+    fd_inf_sizes,
+    frechet_distance,
+    gaussian_stats,
+    higher_is_better,
+    kernel_distance,
+    resolve_metric,
+    score,
+    validate_metrics,
+)
 
 
 def test_fd_of_identical_stats_is_zero():

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import linear_abar
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from evaluator.sampling import respace, retained_timesteps, sample, sample_seed
-from conftest import linear_abar
 
 
 def adm_space_timesteps(num_timesteps, section_counts):

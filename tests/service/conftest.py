@@ -16,11 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from service.store import crud
-from service.core.config import Settings
-from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
-from service.runtime.executor import ClusterInfo, Job, JobState, NodeInfo
 from service.app.main import create_app
+from service.core.config import Settings
+from service.domain.cluster import ClusterInfo, NodeInfo
+from service.runtime.executor import Job, JobState, SweepJob, SweepState
+from service.store import tokens as tokens_store
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 from service.store.models import Base
 
 # Where the PostgreSQL tests create their own database. Unreachable is a failure, not a skip.
@@ -133,7 +134,7 @@ def settings(database_url, tmp_path) -> Settings:
 @pytest.fixture
 def token(session_factory) -> str:
     with session_scope(session_factory) as s:
-        _, tok = crud.create_token(s, name="tests")
+        _, tok = tokens_store.create_token(s, name="tests")
     return tok
 
 
@@ -169,6 +170,7 @@ class FakeExecutor:
         self.slots = slots
         self.jobs: dict[str, FakeJob] = {}
         self.submitted: list[str] = []
+        self.sweeps: list[str] = []
         self.fail_submit = False
 
     def start(self) -> None:
@@ -203,6 +205,22 @@ class FakeExecutor:
     def list_jobs(self) -> list[str]:
         return [n for n, j in self.jobs.items() if not (j.cancelled or j.released)]
 
+    def maintain(self) -> None:
+        pass
+
+    # sweeps: none of the lifecycle tests run one (tests/service/test_sweeps.py has its own executor)
+    def submit_sweep(self, job: SweepJob) -> None:
+        self.sweeps.append(job.name)
+
+    def sync_sweep(self, name: str, news: dict) -> SweepState:
+        return SweepState(phase="running")
+
+    def release_sweep(self, name: str) -> None:
+        pass
+
+    def list_sweeps(self) -> list[str]:
+        return []
+
     # helpers for tests
     def job_for(self, run_id: str) -> FakeJob:
         return [j for n, j in self.jobs.items() if j.job.run_id == run_id][-1]
@@ -219,7 +237,7 @@ class FakeExecutor:
         j.phase = "succeeded"
         j.results = [
             {"num_steps": t, "sampler": "ddpm", "metric": "fd_digits", "value": value + t, "num_gen": 64, "extractor": "fd_digits"}
-            for t in j.job.evaluation["steps"]
+            for t in j.job.run.evaluation.steps
         ]
 
 

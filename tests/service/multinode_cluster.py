@@ -90,8 +90,8 @@ def main() -> int:
     cluster, workers = start_cluster()
     server = None
     try:
-        from service.core.config import Settings
         from service.app.main import create_app
+        from service.core.config import Settings
 
         settings = Settings(database_url=a.database_url, data_dir=a.data_dir, ray_address=cluster.address,
                             dispatch_interval_s=0.5)

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from service.store import crud
+from service.store import tokens as tokens_store
 from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 from trainer.metrics_log import read_records
 
@@ -124,7 +124,7 @@ def _token(database_url: str) -> str:
     upgrade(database_url)
     engine = make_engine(database_url)
     with session_scope(make_sessionmaker(engine)) as s:
-        _, tok = crud.create_token(s, name="multinode")
+        _, tok = tokens_store.create_token(s, name="multinode")
     engine.dispose()
     return tok
 

@@ -17,15 +17,24 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from serve_support import (
+    ROOT,
+    closed_port,
+    cmdline,
+    kill_session,
+    serve,
+    session_pids,
+    wait_for,
+)
 
-from service.store import crud
-from service.core.config import Settings
-from service.store.db import session_scope
-from service.runtime.dispatcher import Dispatcher
-from service.runtime.executor import StorageNotShared
 from service.app.main import create_app
+from service.core.config import Settings, StorageNotShared
+from service.domain import experiments as domain_experiments
 from service.domain.spec import ExperimentSpec
-from serve_support import ROOT, closed_port, cmdline, kill_session, serve, session_pids, wait_for
+from service.runtime.dispatcher import Dispatcher
+from service.store import runs as runs_store
+from service.store.db import session_scope
+
 
 # ---------------------------------------------------------------- the real service, real Ray (absent)
 def test_unreachable_address_serves_503_readiness_and_starts_no_local_ray(tmp_path):
@@ -203,7 +212,7 @@ def submit(session_factory, make_spec):
     def go(**overrides) -> list[str]:
         spec = ExperimentSpec.model_validate(make_spec(**overrides))
         with session_scope(session_factory) as s:
-            exp, _ = crud.create_experiment(s, spec=spec, code_version="test")
+            exp, _ = domain_experiments.create_experiment(s, spec=spec, code_version="test")
             return [r.id for r in exp.runs]
 
     return go
@@ -220,13 +229,13 @@ def test_a_job_lost_mid_run_is_requeued_without_spending_an_attempt(submit, sett
         del fake_executor.jobs[name]
         d.tick()
     with session_factory() as s:
-        run = crud.get_run(s, run_id=r1)
+        run = runs_store.get_run(s, run_id=r1)
         assert run.status == "training" and [a.status for a in run.attempts] == ["lost", "lost", "lost", "running"]
         assert run.attempts[0].error
     fake_executor.succeed(r1)
     d.tick()
     with session_factory() as s:
-        assert crud.get_run(s, run_id=r1).status == "succeeded"
+        assert runs_store.get_run(s, run_id=r1).status == "succeeded"
 
 
 def test_a_run_that_keeps_losing_its_worker_ends(submit, settings, session_factory, fake_executor):
@@ -238,7 +247,7 @@ def test_a_run_that_keeps_losing_its_worker_ends(submit, settings, session_facto
         del fake_executor.jobs[fake_executor.job_for(r1).job.name]
         d.tick()
     with session_factory() as s:
-        run = crud.get_run(s, run_id=r1)
+        run = runs_store.get_run(s, run_id=r1)
         assert run.status == "failed" and run.error.startswith("lost its Ray worker 5 times")
 
 

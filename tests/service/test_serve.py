@@ -11,9 +11,16 @@ from pathlib import Path
 import grpc
 import httpx
 import psutil
-from serve_support import closed_port, cmdline, kill_session, serve, session_pids, wait_for
+from serve_support import (
+    closed_port,
+    cmdline,
+    kill_session,
+    serve,
+    session_pids,
+    wait_for,
+)
 
-from service.store import crud
+from service.store import tokens as tokens_store
 from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
 API = "/api/v1"
@@ -32,7 +39,7 @@ def _token(tmp_path: Path) -> str:
     upgrade(url)
     engine = make_engine(url)
     with session_scope(make_sessionmaker(engine)) as s:
-        _, token = crud.create_token(s, name="tests")
+        _, token = tokens_store.create_token(s, name="tests")
     engine.dispose()
     return token
 

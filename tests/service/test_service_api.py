@@ -4,9 +4,12 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.store import crud
-from service.store.db import session_scope
 from service.app.main import create_app
+from service.core.lifecycle import transition
+from service.store import models
+from service.store import runs as runs_store
+from service.store import tokens as tokens_store
+from service.store.db import session_scope
 
 API = "/api/v1"
 
@@ -77,20 +80,20 @@ def test_reads_need_a_token_unless_public(client, settings, engine, auth):
 
 def test_revoked_token_is_refused(client, session_factory, make_spec):
     with session_scope(session_factory) as s:
-        row, tok = crud.create_token(s, name="ci")
+        row, tok = tokens_store.create_token(s, name="ci")
     assert post(client, make_spec(), {"Authorization": f"Bearer {tok}"}).status_code == 201
     with session_scope(session_factory) as s:
-        crud.revoke_token(s, token_id=row.id)
+        tokens_store.revoke_token(s, token_id=row.id)
     assert post(client, make_spec(), {"Authorization": f"Bearer {tok}"}).status_code == 401
 
 
 def test_tokens_are_stored_hashed(session_factory):
     with session_scope(session_factory) as s:
-        row, tok = crud.create_token(s, name="x")
+        row, tok = tokens_store.create_token(s, name="x")
     assert tok.startswith("snr_") and len(tok) > 40
     with session_factory() as s:
-        stored = crud.list_tokens(s)[0]
-    assert stored.token_hash == crud.hash_token(tok) and tok not in stored.token_hash
+        stored = tokens_store.list_tokens(s)[0]
+    assert stored.token_hash == tokens_store.hash_token(tok) and tok not in stored.token_hash
 
 
 # ---------------------------------------------------------------- idempotency
@@ -124,16 +127,16 @@ def _set(body: dict, path: str, value) -> dict:
 INVALID = [
     ("weightings", [{"name": "nope"}], ["body", "weightings", 0, "name"], "valid: constant, curriculum, debias"),
     ("weightings", [{"name": "p2", "kk": 2}], ["body", "weightings", 0], "valid parameters: k, gamma"),
-    ("datasets", [{"name": "mnist"}], ["body", "datasets", 0, "name"], "valid: cifar10, colors, digits, folder"),
+    ("datasets", [{"name": "mnist"}], ["body", "datasets", 0, "name"], "Input should be 'digits', 'colors', 'folder' or 'cifar10'"),
     ("model", {"preset": "huge"}, ["body", "model", "preset"], "valid: "),
     ("evaluation.steps", [5, 2000], ["body", "evaluation"], "T=2000 exceeds training.num_timesteps=1000"),
     ("weightings", [], ["body", "weightings"], "at least 1"),
     ("datasets", [], ["body", "datasets"], "at least 1"),
     ("evaluation.steps", [], ["body", "evaluation", "steps"], "at least 1"),
     ("training.seeds", [], ["body", "training", "seeds"], "at least 1"),
-    ("training.steps", -5, ["body", "training", "steps"], "greater than 0"),
-    ("evaluation.samplers", ["euler"], ["body", "evaluation", "samplers"], "valid: ddim, ddpm"),
-    ("evaluation.metrics", ["fid2"], ["body", "evaluation", "metrics"], "valid metrics"),
+    ("training.steps", -5, ["body", "training", "steps"], "greater than or equal to 1"),
+    ("evaluation.samplers", ["euler"], ["body", "evaluation", "samplers", 0], "valid samplers: ddpm, ddim"),
+    ("evaluation.metrics", ["fid2"], ["body", "evaluation", "metrics", 0], "valid metrics"),
     ("evaluation.metrics", ["fd_colors"], ["body", "evaluation"], "use fd_digits"),
     ("evaluation.at_steps", [50, 10_000], ["body", "evaluation"], "[10000] not below training.steps"),
     ("evaluation.at_steps", [50, 50], ["body", "evaluation", "at_steps"], "unique"),
@@ -215,7 +218,7 @@ HOSTILE = [
     ('"batch_size": 16', '"batch_size": 16, "lr": NaN', ["body", "training", "lr"], "finite number"),
     ('"name": "digits-weightings"', '"name": "a\\u0000b"', ["body", "name"], "NUL byte"),
     ('"name": "digits-weightings"', '"name": "\\ud800"', ["body", "name"], "string"),
-    ('"samplers": ["ddpm"]', '"samplers": ["dd\\u0000pm"]', ["body", "evaluation", "samplers"], "NUL byte"),
+    ('"samplers": ["ddpm"]', '"samplers": ["dd\\u0000pm"]', ["body", "evaluation", "samplers", 0], "unknown sampler"),
     ('"datasets": [{"name": "digits"}]', '"datasets": [{"name": "folder", "path": "/x\\u0000y"}]', ["body", "datasets", 0, "path"], "NUL byte"),
     ('"weightings": [{"name": "constant"}', '"weightings": [{"name": "\\udfff"}', ["body", "weightings", 0, "name"], "string"),
 ]
@@ -318,7 +321,9 @@ def test_unexpected_errors_are_500_without_traceback(settings, engine, auth, mak
     def boom(*a, **k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(crud, "create_experiment", boom)
+    from service.api import experiments as experiments_api
+
+    monkeypatch.setattr(experiments_api.experiments, "create_experiment", boom)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = post(c, make_spec(), auth)
     assert r.status_code == 500
@@ -327,15 +332,17 @@ def test_unexpected_errors_are_500_without_traceback(settings, engine, auth, mak
 
 
 def test_a_failing_insert_leaves_no_partial_rows(client, auth, make_spec, count_rows, monkeypatch):
-    real = crud.IdempotencyKey
+    real = models.IdempotencyKey
 
     def broken(**kw):  # the last insert of the transaction fails
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(crud, "IdempotencyKey", broken)
+    from service.store import experiments as experiments_store
+
+    monkeypatch.setattr(experiments_store, "IdempotencyKey", broken)
     r = post(client, make_spec(), auth, **{"Idempotency-Key": "k"})
     assert r.status_code == 500
-    monkeypatch.setattr(crud, "IdempotencyKey", real)
+    monkeypatch.setattr(experiments_store, "IdempotencyKey", real)
     assert count_rows("experiments") == 0 and count_rows("runs") == 0
 
 
@@ -357,14 +364,14 @@ def _finish(session_factory, run_ids, values):
 
     with session_scope(session_factory) as s:
         for run_id, value in zip(run_ids, values):
-            run = crud.get_run(s, run_id=run_id)
-            crud.transition_run(s, run=run, to=RunStatus.TRAINING)
-            crud.upsert_metrics(s, run_id=run_id, points=[{"step": 50, "loss": 0.5}, {"step": 100, "loss": 0.25}])
-            crud.record_results(s, run_id=run_id, results=[
+            run = runs_store.get_run(s, run_id=run_id)
+            transition(run, RunStatus.TRAINING)
+            runs_store.upsert_metrics(s, run_id=run_id, points=[{"step": 50, "loss": 0.5}, {"step": 100, "loss": 0.25}])
+            runs_store.record_results(s, run_id=run_id, results=[
                 {"num_steps": t, "sampler": "ddpm", "metric": "fd_digits", "value": value * t, "num_gen": 64, "extractor": "fd_digits"}
                 for t in (5, 20)
             ])
-            crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+            transition(run, RunStatus.SUCCEEDED)
 
 
 def test_results_metrics_and_leaderboard(client, auth, make_spec, session_factory):

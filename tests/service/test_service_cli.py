@@ -7,11 +7,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from service.store import crud
+from service.app.main import create_app
 from service.client.cli import app
 from service.core.config import get_settings
-from service.runtime.executor import ClusterInfo, JobState, NodeInfo
-from service.app.main import create_app
+from service.domain.cluster import ClusterInfo, NodeInfo
+from service.runtime.executor import JobState, SweepState
+from service.store import tokens as tokens_store
 
 runner = CliRunner()
 
@@ -31,9 +32,9 @@ def test_token_create_prints_once_and_stores_hash(cli_env, session_factory):
     token = result.stdout.strip().splitlines()[-1]
     assert token.startswith("snr_")
     with session_factory() as s:
-        (row,) = crud.list_tokens(s)
-        assert row.name == "laptop" and row.token_hash == crud.hash_token(token)
-        assert crud.verify_token(s, token=token).id == row.id
+        (row,) = tokens_store.list_tokens(s)
+        assert row.name == "laptop" and row.token_hash == tokens_store.hash_token(token)
+        assert tokens_store.verify_token(s, token=token).id == row.id
     listed = runner.invoke(app, ["token", "list"])
     assert "laptop" in listed.stdout and token not in listed.stdout
     assert runner.invoke(app, ["token", "revoke", row.id]).exit_code == 0
@@ -52,13 +53,19 @@ class InstantExecutor:
 
     def start(self): ...
     def cluster(self): return ClusterInfo((NodeInfo(cpus=4, memory_bytes=8 * 2**30),))
-    def submit(self, job): self.evaluations[job.name] = job.evaluation
+    def submit(self, job): self.evaluations[job.name] = job.run.evaluation
     def cancel(self, name): ...
     def release(self, name): ...
+    def list_jobs(self): return []
+    def maintain(self): ...
+    def submit_sweep(self, job): ...
+    def sync_sweep(self, name, news): return SweepState(phase="running")
+    def release_sweep(self, name): ...
+    def list_sweeps(self): return []
     def shutdown(self): ...
 
     def poll(self, name):
-        steps = self.evaluations[name]["steps"]
+        steps = self.evaluations[name].steps
         return JobState(phase="succeeded", results=[
             {"num_steps": t, "sampler": "ddpm", "metric": "fd_digits", "value": float(t), "num_gen": 64, "extractor": "fd_digits"}
             for t in steps])
@@ -109,6 +116,6 @@ def test_client_commands_against_a_live_server(settings, engine, token, make_spe
 @pytest.mark.parametrize("value, text", [(486.698, "486.7"), (1264.952, "1265"), (5.0, "5.000"), (0.024, "0.02400"),
                                          (-3.14159, "-3.142"), (0.0, "0")])
 def test_leaderboard_numbers_keep_four_significant_digits(value, text):
-    from service.client.commands import _num
+    from service.domain.format import num as _num
 
     assert _num(value) == text

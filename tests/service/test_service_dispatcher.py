@@ -1,32 +1,52 @@
 """Lifecycle and dispatch with a fake executor (fast, deterministic: we call tick() by hand)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from sqlalchemy import select
 
-from service.store import crud
-from service.store.db import session_scope
-from service.runtime.dispatcher import Dispatcher
 from service.core.errors import InvalidTransitionError
-from service.core.lifecycle import TRANSITIONS, ExperimentStatus, RunStatus, check_transition, experiment_status
-from service.store.models import Attempt, MetricPoint, Result, Run
+from service.core.lifecycle import (
+    TABLES,
+    TERMINAL,
+    ExperimentStatus,
+    RunStatus,
+    check_transition,
+    experiment_status,
+    transition,
+)
+from service.domain import experiments as domain_experiments
+from service.domain import leaderboard as domain_leaderboard
 from service.domain.spec import ExperimentSpec
-
+from service.runtime.dispatcher import Dispatcher
+from service.store import experiments as experiments_store
+from service.store import runs as runs_store
+from service.store.db import session_scope
+from service.store.models import Attempt, MetricPoint, Result, Run
 
 # ---------------------------------------------------------------- lifecycle (no database)
-@pytest.mark.parametrize("src", list(RunStatus))
-@pytest.mark.parametrize("dst", list(RunStatus))
-def test_transition_table_is_enforced(src, dst):
-    if dst in TRANSITIONS[src]:
-        check_transition(src, dst)
+CASES = [(machine, src, dst) for machine in TABLES for src in machine for dst in machine]
+
+
+@pytest.mark.parametrize("machine,src,dst", CASES, ids=[f"{m.__name__}-{a.value}-{b.value}" for m, a, b in CASES])
+def test_transition_tables_are_enforced(machine, src, dst):
+    row = SimpleNamespace(status=src.value, started_at=None, finished_at=None, cancel_requested=True)
+    if dst in TABLES[machine][src]:
+        transition(row, dst, error="why")
+        assert row.status == dst.value and row.error == "why"
+        assert (row.finished_at is not None) == dst.is_terminal()
+        assert (row.started_at is not None) == (dst is RunStatus.TRAINING)
     else:
         with pytest.raises(InvalidTransitionError, match=f"from {src.value} to {dst.value}"):
             check_transition(src, dst)
+        assert row.status == src.value
 
 
-def test_terminal_states_are_final():
-    for s in RunStatus:
-        assert s.is_terminal() == (TRANSITIONS[s] == frozenset())
+def test_terminal_states_are_final_and_named_once():
+    for machine, table in TABLES.items():
+        for s in machine:
+            assert s.is_terminal() == (table[s] == frozenset()) == (s.value in TERMINAL), (machine, s)
 
 
 @pytest.mark.parametrize("states,expected", [
@@ -48,7 +68,7 @@ def submit(session_factory, make_spec):
     def go(**overrides) -> list[str]:
         spec = ExperimentSpec.model_validate(make_spec(**overrides))
         with session_scope(session_factory) as s:
-            exp, _ = crud.create_experiment(s, spec=spec, code_version="test")
+            exp, _ = domain_experiments.create_experiment(s, spec=spec, code_version="test")
             return [r.id for r in exp.runs]
 
     return go
@@ -65,7 +85,7 @@ def dispatcher(session_factory, settings, fake_executor):
 
 def run_of(session_factory, run_id) -> Run:
     with session_factory() as s:
-        return crud.get_run(s, run_id=run_id)
+        return runs_store.get_run(s, run_id=run_id)
 
 
 def test_happy_path_streams_metrics_and_records_results_once(submit, dispatcher, fake_executor, session_factory):
@@ -94,7 +114,7 @@ def test_happy_path_streams_metrics_and_records_results_once(submit, dispatcher,
     assert fake_executor.job_for(r1).released
     with session_factory() as s:
         assert s.query(Result).filter_by(run_id=r1).count() == 2
-        assert [p.step for p in crud.get_metrics(s, run_id=r1)] == [25, 50, 75, 100]
+        assert [p.step for p in runs_store.get_metrics(s, run_id=r1)] == [25, 50, 75, 100]
 
 
 def test_retry_resumes_then_gives_up_with_readable_error(submit, dispatcher, fake_executor, session_factory):
@@ -112,7 +132,7 @@ def test_retry_resumes_then_gives_up_with_readable_error(submit, dispatcher, fak
     run = run_of(session_factory, r1)
     assert [a.number for a in run.attempts] == [1, 2] and run.attempts[1].start_step == 50
     with session_factory() as s:  # re-logged steps overwrite, never duplicate
-        assert [p.step for p in crud.get_metrics(s, run_id=r1)] == [25, 50, 75]
+        assert [p.step for p in runs_store.get_metrics(s, run_id=r1)] == [25, 50, 75]
     fake_executor.job_for(r1).phase, fake_executor.job_for(r1).error = "failed", "ValueError: loss is NaN"
     d.tick()
     run = run_of(session_factory, r1)
@@ -156,15 +176,15 @@ def test_cancel_stops_live_runs(submit, dispatcher, fake_executor, session_facto
     fake_executor.succeed(r2)
     d.tick()
     with session_scope(session_factory) as s:
-        exp_id = crud.get_run(s, run_id=r1).experiment_id
-        crud.cancel_experiment(s, experiment_id=exp_id)
+        exp_id = runs_store.get_run(s, run_id=r1).experiment_id
+        domain_experiments.cancel_experiment(s, experiment_id=exp_id)
     d.tick()
     assert fake_executor.job_for(r1).cancelled
     run = run_of(session_factory, r1)
     assert run.status == "cancelled" and run.attempts[0].status == "cancelled" and run.finished_at
     assert run_of(session_factory, r2).status == "succeeded"  # finished runs keep their result
     with session_factory() as s:
-        assert crud.experiment_view(crud.get_experiment(s, experiment_id=exp_id))["status"] == "cancelled"
+        assert domain_experiments.experiment_view(experiments_store.get_experiment(s, experiment_id=exp_id))["status"] == "cancelled"
 
 
 def test_restart_readopts_live_jobs(submit, dispatcher, fake_executor, session_factory):
@@ -211,9 +231,9 @@ def test_results_replayed_after_restart_are_recorded_once(session_factory, submi
     (r1,) = submit(weightings=[{"name": "constant"}])
     cells = [{"num_steps": 5, "sampler": "ddpm", "metric": "fd_digits", "value": 1.0}]
     with session_scope(session_factory) as s:
-        assert crud.record_results(s, run_id=r1, results=cells) == 1
+        assert runs_store.record_results(s, run_id=r1, results=cells) == 1
     with session_scope(session_factory) as s:
-        assert crud.record_results(s, run_id=r1, results=cells + cells) == 0
+        assert runs_store.record_results(s, run_id=r1, results=cells + cells) == 0
     with session_factory() as s:
         assert s.scalar(select(Result.value).where(Result.run_id == r1)) == 1.0
         assert s.query(Result).count() == 1
@@ -249,7 +269,7 @@ def test_cancel_requested_while_the_service_was_down(submit, dispatcher, fake_ex
     (r1,) = submit(weightings=[{"name": "constant"}])
     dispatcher().tick()
     with session_scope(session_factory) as s:
-        crud.cancel_experiment(s, experiment_id=crud.get_run(s, run_id=r1).experiment_id)
+        domain_experiments.cancel_experiment(s, experiment_id=runs_store.get_run(s, run_id=r1).experiment_id)
     fake_executor.jobs.clear()  # ...and the job vanished with the cluster
     d2 = dispatcher()
     d2.reconcile()
@@ -265,10 +285,10 @@ def test_restart_releases_jobs_of_finished_runs(submit, dispatcher, fake_executo
     fake_executor.succeed(r1)
     # the service recorded r1's success, then died before releasing its job
     with session_scope(session_factory) as s:
-        run = crud.get_run(s, run_id=r1)
-        crud.record_results(s, run_id=r1, results=fake_executor.job_for(r1).results)
+        run = runs_store.get_run(s, run_id=r1)
+        runs_store.record_results(s, run_id=r1, results=fake_executor.job_for(r1).results)
         run.attempts[0].status = "succeeded"
-        crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+        transition(run, RunStatus.SUCCEEDED)
     dispatcher().reconcile()
     assert fake_executor.job_for(r1).released and not fake_executor.job_for(r2).released
 
@@ -282,7 +302,7 @@ def test_intermediate_results_are_recorded_while_training(submit, dispatcher, fa
     d.tick()
     exp_id = run_of(session_factory, r1).experiment_id
     job = fake_executor.job_for(r1)
-    assert job.job.config["snapshot_steps"] == [40]
+    assert job.job.run.train.snapshot_steps == job.job.run.evaluation.at_steps == [40]  # one source: at_steps
     early = [{"train_step": 40, "num_steps": 5, "sampler": "ddpm", "metric": "fd_digits", "value": 9.0}]
     job.results = early
     d.tick()
@@ -290,15 +310,15 @@ def test_intermediate_results_are_recorded_while_training(submit, dispatcher, fa
     with session_factory() as s:
         rows = s.scalars(select(Result).where(Result.run_id == r1)).all()
         assert [(r.train_step, r.value) for r in rows] == [(40, 9.0)]
-        assert crud.leaderboard(s, experiment_id=exp_id).rows == []
+        assert domain_leaderboard.leaderboard(s, experiment_id=exp_id).rows == []
     job.phase = "succeeded"
     job.results = early + [{"num_steps": 5, "sampler": "ddpm", "metric": "fd_digits", "value": 4.0}]  # final: no train_step
     d.tick()
     with session_factory() as s:
-        run = crud.get_run(s, run_id=r1)
+        run = runs_store.get_run(s, run_id=r1)
         rows = s.scalars(select(Result).where(Result.run_id == r1).order_by(Result.train_step)).all()
         assert [(r.train_step, r.value) for r in rows] == [(40, 9.0), (run.total_steps, 4.0)]
-        final = crud.leaderboard(s, experiment_id=run.experiment_id)
+        final = domain_leaderboard.leaderboard(s, experiment_id=run.experiment_id)
         assert [(row.train_step, row.cells["constant"].mean) for row in final.rows] == [(run.total_steps, 4.0)]
-        every = crud.leaderboard(s, experiment_id=run.experiment_id, train_steps="all")
+        every = domain_leaderboard.leaderboard(s, experiment_id=run.experiment_id, train_steps="all")
         assert [(row.train_step, row.cells["constant"].mean) for row in every.rows] == [(40, 9.0), (run.total_steps, 4.0)]

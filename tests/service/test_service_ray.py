@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.store import crud
-from service.core.config import Settings
-from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 from service.app.main import create_app
+from service.core.config import Settings
+from service.store import tokens as tokens_store
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
 API = "/api/v1"
 NAMESPACE = "snrlab"
@@ -89,7 +89,7 @@ def _token(database_url: str) -> str:
     upgrade(database_url)
     engine = make_engine(database_url)
     with session_scope(make_sessionmaker(engine)) as s:
-        _, tok = crud.create_token(s, name="e2e")
+        _, tok = tokens_store.create_token(s, name="e2e")
     engine.dispose()
     return tok
 

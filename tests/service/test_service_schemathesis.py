@@ -7,10 +7,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from service.store import crud
-from service.core.config import Settings
-from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 from service.app.main import create_app
+from service.core.config import Settings
+from service.store import tokens as tokens_store
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
 TOKEN: dict[str, str] = {}
 
@@ -22,7 +22,7 @@ def api_schema(tmp_path_factory):
     upgrade(url)
     engine = make_engine(url)
     with session_scope(make_sessionmaker(engine)) as s:
-        _, TOKEN["value"] = crud.create_token(s, name="fuzz")
+        _, TOKEN["value"] = tokens_store.create_token(s, name="fuzz")
     engine.dispose()
     app = create_app(Settings(database_url=url, data_dir=root / "data", dispatcher_enabled=False, data_roots=[root]))
     with TestClient(app):  # runs the lifespan (migrations, session factory) once for the module

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from service.core.config import Settings
-from service.store.crud import expand_runs
-from service.runtime.executor import readable_error
+from service.core.errors import readable_error
+from service.domain.jobs import expand_runs
 from service.domain.spec import ExperimentSpec
 
 
@@ -34,14 +34,17 @@ def test_canonical_hash_ignores_key_order_and_default_spelling(make_spec):
 
 def test_expansion_is_dataset_x_weighting_x_seed(spec):
     runs = expand_runs(spec)
-    assert [(r["weighting"], r["seed"]) for r in runs] == [
+    assert [(r.weighting, r.seed) for r in runs] == [
         ("constant", 0), ("constant", 1), ("p2(gamma=1,k=1)", 0), ("p2(gamma=1,k=1)", 1),
         ("min_snr(gamma=5)", 0), ("min_snr(gamma=5)", 1)]
-    assert len({r["config_hash"] for r in runs}) == 1  # one setup: seeds and weightings vary within it
+    assert len({r.columns["config_hash"] for r in runs}) == 1  # one setup: seeds and weightings vary within it
     from trainer.config import TrainConfig
 
     for r in runs:
-        TrainConfig(**r["config"])  # the trainer accepts every run config as is
+        # the stored config is the resolved TrainConfig itself, every field (defaults included)
+        assert r.columns["config"] == TrainConfig(**r.columns["config"]).model_dump(mode="json") == r.job.train.model_dump(mode="json")
+        assert r.job.evaluation.seed == spec.evaluation.seed + r.seed  # paired: one sampling seed per training seed
+        assert r.job.train.snapshot_steps == r.job.evaluation.at_steps
 
 
 def test_spec_size_is_bounded(make_spec):

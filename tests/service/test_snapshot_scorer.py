@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from evaluator.config import EvalConfig
+from service.domain.jobs import RunJob
 from service.runtime import run_actor as ray_runner
+from service.runtime.executor import Job
 from trainer.checkpoint import save_snapshot
 from trainer.config import TrainConfig
 from trainer.models import build_unet
@@ -17,10 +20,9 @@ from trainer.models import build_unet
 CALLS: list[str] = []
 
 
-def fake_train(cfg: dict, *, storage_path: str, name: str, **_) -> dict:
+def fake_train(cfg: TrainConfig, *, storage_path: str, name: str, **_) -> dict:
     """Writes the snapshots of cfg.snapshot_steps a little apart (training goes on meanwhile),
     then the final checkpoint; records that it ran."""
-    cfg = TrainConfig.model_validate(cfg)
     CALLS.append(name)
     run_dir = Path(storage_path) / name
     ema = build_unet(cfg.preset, in_channels=1, sample_size=16)
@@ -31,13 +33,22 @@ def fake_train(cfg: dict, *, storage_path: str, name: str, **_) -> dict:
     return {"checkpoint_path": str(final)}
 
 
+def local_evaluate(checkpoint, evaluation, **kw):
+    """The service's evaluation, in this process (no Ray actors for the final checkpoint either)."""
+    from service.runtime.evaluation import evaluate_run
+
+    return evaluate_run(checkpoint, evaluation, **{**kw, "num_actors": 0})
+
+
 def _job(tmp_path: Path, data_dir: Path) -> dict:
-    config = TrainConfig(preset="tiny", steps=40, snapshot_steps=[10, 20]).model_dump(mode="json")
-    return {"run_id": "run_scorer", "attempt": 1, "config": config, "storage_path": str(tmp_path / "runs"),
-            "evaluation": {"steps": [2], "samplers": ["ddpm"], "num_samples": 8, "metrics": ["fd_digits"], "analyses": False,
-                           "at_steps": [10, 20]},
-            "resources": {"workers_per_run": 0}, "data_dir": str(data_dir),
-            "train_fn": f"{__name__}:fake_train", "evaluate_fn": "service.runtime.evaluation:evaluate_run"}
+    """An executor Job as it travels to Ray (its RunJob as JSON); no snapshot steps given: the
+    RunJob takes them from evaluation.at_steps."""
+    run = RunJob(train=TrainConfig(preset="tiny", steps=40),
+                 evaluation=EvalConfig(steps=[2], num_samples=8, metrics=["fd_digits"], analyses=False, at_steps=[10, 20]))
+    assert run.train.snapshot_steps == [10, 20]
+    job = Job(run_id="run_scorer", attempt=1, run=run, storage_path=str(tmp_path / "runs"), data_dir=str(data_dir),
+              train_fn=f"{__name__}:fake_train", evaluate_fn=f"{__name__}:local_evaluate")
+    return json.loads(json.dumps(job.to_dict()))
 
 
 @pytest.fixture(scope="module")

@@ -266,7 +266,7 @@ def test_power_arguments_are_checked():
 
 
 def test_importing_the_module_costs_neither_torch_nor_scipy():
-    code = "import sys, service.domain.stats; print(sorted({'torch', 'scipy', 'service.store.crud'} & set(sys.modules)))"
+    code = "import sys, service.domain.stats; print(sorted({'torch', 'scipy', 'service.store.db'} & set(sys.modules)))"
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

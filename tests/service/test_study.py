@@ -12,12 +12,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.store import crud
-from service.runtime import paths
-from service.store.db import session_scope
-from service.core.lifecycle import RunStatus
+from service.client.study.report import (
+    Cell,
+    Report,
+    Source,
+    Study,
+    compare,
+    study_wall_time,
+)
+from service.core.lifecycle import RunStatus, transition
+from service.domain import experiments as domain_experiments
 from service.domain.spec import ExperimentSpec
-from service.client.study.report import Cell, Report, Source, Study, compare, study_wall_time
+from service.runtime import paths
+from service.store import runs as runs_store
+from service.store.db import session_scope
 
 BASE = {
     "datasets": [{"name": "digits"}],
@@ -41,10 +49,13 @@ STUDY = {
 def test_bare_weighting_names_find_their_labelled_columns():
     from service.client.study.report import label
 
-    columns = ["constant", "min_snr(gamma=5)", "p2(gamma=1,k=1)", "p2(gamma=2,k=1)"]
-    assert label("min_snr", columns) == "min_snr(gamma=5)" and label("constant", columns) == "constant"
-    assert label("p2", columns) == "p2"  # ambiguous: left as named, shown as missing rather than guessed
-    assert label("min_snr(gamma=5)", columns) == "min_snr(gamma=5)"
+    # the leaderboard says which weighting each column is: nothing is parsed back from a label
+    names = {"constant": "constant", "min_snr(gamma=5)": "min_snr", "p2(gamma=1,k=1)": "p2", "p2(gamma=2,k=1)": "p2"}
+    lb = {"columns": sorted(names), "weightings": names}
+    assert label("min_snr", lb) == "min_snr(gamma=5)" and label("constant", lb) == "constant"
+    assert label("p2", lb) == "p2"  # ambiguous: left as named, shown as missing rather than guessed
+    assert label("min_snr(gamma=5)", lb) == "min_snr(gamma=5)"
+    assert label("min_snr", {"columns": ["min_snr(gamma=5)"], "weightings": {"min_snr(gamma=5)": "debias"}}) == "min_snr"
 
 
 def test_compare_needs_two_standard_errors_and_two_seeds():
@@ -56,7 +67,7 @@ def test_compare_needs_two_standard_errors_and_two_seeds():
 
 
 class ApiClient:
-    """The report's client contract (`get(path, params)`, paths under /api/v1) over TestClient."""
+    """The report's client contract (`get(path, params)`, `post(path, json)`, paths under /api/v1) over TestClient."""
 
     def __init__(self, client, headers):
         self.client, self.headers = client, headers
@@ -64,19 +75,22 @@ class ApiClient:
     def get(self, path, params=None):
         return self.client.get("/api/v1" + path, params=params, headers=self.headers)
 
+    def post(self, path, json=None):
+        return self.client.post("/api/v1" + path, json=json, headers=self.headers)
+
 
 def _record(session_factory, settings, spec: dict, values) -> str:
     """Create the experiment and finish each run with values(weighting, seed, train_step, T, metric)."""
     with session_scope(session_factory) as s:
-        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
+        exp, _ = domain_experiments.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
         for run in exp.runs:
-            crud.transition_run(s, run=run, to=RunStatus.TRAINING)
+            transition(run, RunStatus.TRAINING)
             rows = [{"train_step": step, "num_steps": t, "sampler": "ddpm", "metric": m, "value": values(run.weighting, run.seed, step, t, m),
                      "num_gen": 64, "extractor": m}
                     for step in [*spec["evaluation"].get("at_steps", []), None] for t in spec["evaluation"]["steps"]
                     for m in spec["evaluation"]["metrics"]]
-            crud.record_results(s, run_id=run.id, results=rows)
-            crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+            runs_store.record_results(s, run_id=run.id, results=rows)
+            transition(run, RunStatus.SUCCEEDED)
             art = paths.artifacts_dir(settings.runs_dir, run.id)
             art.mkdir(parents=True, exist_ok=True)
             worse_from = 800 if run.weighting == "constant" else 950  # constant is worse than Initial from t=800
@@ -120,7 +134,7 @@ def test_report_is_built_from_the_leaderboard(client, auth, session_factory, set
     assert f"`{exp_a}` | succeeded | 9 |" in text
     assert re.search(r"The whole study, from its first submission to its last finished run: \d+ min\.", text)
     # A: final table cells are the API's means and stds (T=5: constant 100+5+{0,1,2})
-    assert "| 5 | 106.0 ± 1.0 | **86.0 ± 1.0** | **86.0 ± 1.0** |" in text  # ties are all bold
+    assert "| 5 | 106.0 ± 1.000 | **86.00 ± 1.000** | **86.00 ± 1.000** |" in text  # ties are all bold
     assert re.search(r"\| 50 \| worse \| worse \|", text) and re.search(r"\| 100 \| \*\*better\*\* \| \*\*better\*\* \|", text)
     verdicts = dict((title.split(":")[0], (v, why)) for title, v, why in report.verdicts)
     assert verdicts["A"][0] == "reproduced" and "first does so at 100 steps" in verdicts["A"][1]
@@ -137,7 +151,7 @@ def test_report_is_built_from_the_leaderboard(client, auth, session_factory, set
     assert text.index("## Summary") < text.index("## A.")
     for name in ("mini_A_vs_training.png", "mini_C_color_mean_shift.png", "mini_D_mse_vs_t.png", "mini_D_one_step_constant.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 0 and f"(figures/{name})" in text
-    assert not math.isnan(float(re.search(r"\| 20 \| 121\.0 ± (\d+\.\d)", text).group(1)))
+    assert not math.isnan(float(re.search(r"\| 20 \| 121\.0 ± (\d+\.\d+)", text).group(1)))
 
 
 def test_missing_experiments_are_reported_not_invented(client, auth, tmp_path):
@@ -178,19 +192,19 @@ def test_cells_of_another_extractor_copy_are_left_out_and_listed(client, auth, s
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(spec))
     with session_scope(session_factory) as s:
-        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
+        exp, _ = domain_experiments.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
         for run in exp.runs:
-            crud.transition_run(s, run=run, to=RunStatus.TRAINING)
+            transition(run, RunStatus.TRAINING)
             odd = run.weighting == "constant" and run.seed == 1
-            crud.record_results(s, run_id=run.id, results=[
+            runs_store.record_results(s, run_id=run.id, results=[
                 {"train_step": 50, "num_steps": t, "sampler": "ddpm", "metric": "fd_digits", "value": 1000.0 if odd else 10.0 + run.seed,
                  "extractor_fingerprint": "other" if odd else "main"} for t in (5, 20)])
-            crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+            transition(run, RunStatus.SUCCEEDED)
     loaded_study, specs = Study.load(tmp_path / "study.yaml")
     report = Report(loaded_study, specs, Source(ApiClient(client, auth)), tmp_path / "figures", "figures")
     text = report.render()
     assert "fd_digits of constant at 50 steps, T=5 (1 result(s), extractor other instead of main)" in text
-    assert "| 5 | **11.0 ± 1.4** | **11.0 ± 1.0** |" in text  # constant: seeds 0 and 2 only; 1000.0 never averaged in
+    assert "| 5 | **11.00 ± 1.414** | **11.00 ± 1.000** |" in text  # constant: seeds 0 and 2 only; 1000.0 never averaged in
     assert "1000" not in text
 
 

@@ -13,12 +13,14 @@ import yaml
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
-from service.client.cli import app as cli_app
-from service.runtime.executor import ClusterInfo, JobState, NodeInfo
 from service.app.main import create_app
-from service.store.models import Run, Sweep
-from service.runtime.sweep_manager import ACTOR_PREFIX, concurrency
+from service.client.cli import app as cli_app
+from service.domain.cluster import ClusterInfo, NodeInfo
 from service.domain.sweep_spec import SweepSpec
+from service.domain.sweeps import concurrency
+from service.runtime.executor import SWEEP_ACTOR_PREFIX as ACTOR_PREFIX
+from service.runtime.executor import JobState, RayExecutor
+from service.store.models import Run, Sweep
 
 API = "/api/v1"
 NAMESPACE = "snrlab-sweep-tests"
@@ -129,17 +131,22 @@ class ScriptedJob:
 
 class ScriptedExecutor:
     """Runs nothing: the test sets each job's phase and results (`instant`: jobs succeed on their
-    first poll, with a value that depends on the weighting, debias best). Tune, the sweep actor,
-    SQL and the dispatcher around it are the real ones. Capacity: one run at a time."""
+    first poll, with a value that depends on the weighting, debias best). Tune, the sweep actor
+    (through the real executor's sweep methods), SQL and the dispatcher around it are the real
+    ones. Capacity: one run at a time."""
 
     values = {"constant": 2.0, "debias": 1.0}
 
     def __init__(self):
         self.jobs: dict[str, ScriptedJob] = {}
         self.instant = False
+        ray = RayExecutor(namespace=NAMESPACE)
+        self.submit_sweep, self.sync_sweep = ray.submit_sweep, ray.sync_sweep
+        self.release_sweep, self.list_sweeps = ray.release_sweep, ray.list_sweeps
 
     def start(self): ...
     def shutdown(self): ...
+    def maintain(self): ...
     def cluster(self): return ClusterInfo((NodeInfo(cpus=1, memory_bytes=8 * 2**30),))
     def submit(self, job): self.jobs.setdefault(job.name, ScriptedJob(job))
     def list_jobs(self): return [n for n, j in self.jobs.items() if not (j.cancelled or j.released)]
@@ -159,7 +166,7 @@ class ScriptedExecutor:
         if self.instant:
             j.phase = "succeeded"
             j.results = [{"num_steps": 5, "sampler": "ddpm", "metric": "fd_digits",
-                          "value": self.values.get(j.job.config["weighting"], 3.0)}]
+                          "value": self.values.get(j.job.run.train.weighting, 3.0)}]
         return JobState(phase=j.phase, error=j.error, results=j.results)
 
     def job_for(self, run_id: str) -> ScriptedJob:
@@ -307,13 +314,13 @@ def test_optuna_search_samples_the_space_and_records_the_best(tune_service):
 
 # ---------------------------------------------------------------- real training, service restart
 def _token(url: str) -> str:
-    from service.store import crud
+    from service.store import tokens as tokens_store
     from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
     upgrade(url)
     engine = make_engine(url)
     with session_scope(make_sessionmaker(engine)) as s:
-        _, tok = crud.create_token(s, name="sweep-e2e")
+        _, tok = tokens_store.create_token(s, name="sweep-e2e")
     engine.dispose()
     return tok
 

@@ -8,6 +8,7 @@ import io
 import pytest
 from web_support import STEPS, WEIGHTINGS, finished_experiment
 
+from service.domain.format import cell_text
 from service.web import pages as web
 
 API = "/api/v1"
@@ -83,7 +84,7 @@ def test_leaderboard_tables_match_the_api(client, auth, done):
     for row in lb["rows"]:
         assert row["num_steps"] in STEPS and {w.split("(")[0] for w in row["cells"]} == set(WEIGHTINGS)
         for w, c in row["cells"].items():
-            assert f"{web.fmt(c['mean'])} ± {web.fmt(c['std'])}" in page and c["n"] == 2 and web.cell_text(c) in page
+            assert c["text"] == cell_text(c["mean"], c["std"], c["n"]) and c["n"] == 2 and c["text"] in page
             for rid in c["run_ids"]:
                 assert f"href='/runs/{rid}'" in page
         assert row["best"] == "constant"
@@ -147,21 +148,22 @@ def test_demo_spec_is_valid(full):
 
 def test_experiment_page_plots_intermediate_checkpoints(client, auth, session_factory, make_spec):
     """evaluation.at_steps: the experiment page shows the metric against training steps (Fig. 7a)."""
-    from service.store import crud
-    from service.store.db import session_scope
-    from service.core.lifecycle import RunStatus
+    from service.core.lifecycle import RunStatus, transition
+    from service.domain import experiments as domain_experiments
     from service.domain.spec import ExperimentSpec
+    from service.store import runs as runs_store
+    from service.store.db import session_scope
 
     spec = make_spec()
     spec["evaluation"] = {**spec["evaluation"], "at_steps": [50]}
     with session_scope(session_factory) as s:
-        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
+        exp, _ = domain_experiments.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
         for run in exp.runs:
-            crud.transition_run(s, run=run, to=RunStatus.TRAINING)
-            crud.record_results(s, run_id=run.id, results=[
+            transition(run, RunStatus.TRAINING)
+            runs_store.record_results(s, run_id=run.id, results=[
                 {"train_step": step, "num_steps": t, "sampler": "ddpm", "metric": "fd_digits", "value": float(t + (step or 0))}
                 for step in (50, None) for t in spec["evaluation"]["steps"]])
-            crud.transition_run(s, run=run, to=RunStatus.SUCCEEDED)
+            transition(run, RunStatus.SUCCEEDED)
         exp_id = exp.id
     page = client.get(f"/experiments/{exp_id}", headers=auth)
     assert "Metric against training steps" in page.text and f"/experiments/{exp_id}/training.png?metric=fd_digits" in page.text
@@ -173,10 +175,12 @@ def test_experiment_page_plots_intermediate_checkpoints(client, auth, session_fa
 
 
 def _plain(session_factory, make_spec) -> str:
-    from service.store import crud
-    from service.store.db import session_scope
+    from service.core.lifecycle import transition
+    from service.domain import experiments as domain_experiments
     from service.domain.spec import ExperimentSpec
+    from service.store import runs as runs_store
+    from service.store.db import session_scope
 
     with session_scope(session_factory) as s:
-        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(make_spec(name="plain")), code_version="test")
+        exp, _ = domain_experiments.create_experiment(s, spec=ExperimentSpec.model_validate(make_spec(name="plain")), code_version="test")
         return exp.id

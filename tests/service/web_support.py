@@ -1,13 +1,13 @@
 """A finished experiment for the page tests, made through the service's own code paths:
-crud.create_experiment, then the Dispatcher driving a fake executor to success (no Ray)."""
+domain_experiments.create_experiment, then the Dispatcher driving a fake executor to success (no Ray)."""
 from __future__ import annotations
 
-from service.store import crud
-from service.web import plots
-from service.store.db import session_scope
+from service.domain import experiments as domain_experiments
+from service.domain.spec import ExperimentSpec
 from service.runtime.dispatcher import Dispatcher
 from service.runtime.paths import artifacts_dir
-from service.domain.spec import ExperimentSpec
+from service.store.db import session_scope
+from service.web import plots
 
 WEIGHTINGS = ["constant", "debias", "min_snr"]
 STEPS = [2, 5, 10]
@@ -21,7 +21,7 @@ def finished_experiment(session_factory, settings, executor, make_spec, *, fail_
                      evaluation={"steps": STEPS, "samplers": ["ddpm"], "num_samples": 64,
                                  "metrics": ["fd_digits", "color_mean_shift"]})
     with session_scope(session_factory) as s:
-        exp, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
+        exp, _ = domain_experiments.create_experiment(s, spec=ExperimentSpec.model_validate(spec), code_version="test")
         exp_id, runs = exp.id, [(r.id, r.weighting, r.seed) for r in exp.runs]
     d = Dispatcher(session_factory=session_factory, settings=settings.model_copy(update={"max_attempts": 1}), executor=executor)
     d.tick()
@@ -45,7 +45,7 @@ def finished_experiment(session_factory, settings, executor, make_spec, *, fail_
     failed_id = None
     if fail_one:
         with session_scope(session_factory) as s:
-            exp2, _ = crud.create_experiment(s, spec=ExperimentSpec.model_validate(make_spec(name="broken", weightings=[{"name": "p2"}])),
+            exp2, _ = domain_experiments.create_experiment(s, spec=ExperimentSpec.model_validate(make_spec(name="broken", weightings=[{"name": "p2"}])),
                                              code_version="test")
             failed_id, fail_run = exp2.id, exp2.runs[0].id
         d.tick()

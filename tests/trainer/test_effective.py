@@ -8,7 +8,13 @@ from scipy import stats
 from trainer import t_sampling as TS
 from trainer import weighting as W
 from trainer.config import TrainConfig
-from trainer.effective import catalogue, config_effective_weight, effective_weight, objective_distance, same_objective
+from trainer.effective import (
+    catalogue,
+    config_effective_weight,
+    effective_weight,
+    objective_distance,
+    same_objective,
+)
 from trainer.loss import WeightedLoss
 from trainer.schedules import get_schedule, log_snr_widths
 

@@ -4,7 +4,12 @@ import json
 import torch
 from diffusers import UNet2DModel
 
-from trainer.checkpoint import load_model, load_training_state, read_config, save_checkpoint
+from trainer.checkpoint import (
+    load_model,
+    load_training_state,
+    read_config,
+    save_checkpoint,
+)
 from trainer.config import TrainConfig
 from trainer.engine import MetricsWindow, batch_for_step, build_state, train_step
 

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from trainer.checkpoint import list_snapshots, load_model, read_config, save_snapshot, snapshot_dir
+from trainer.checkpoint import (
+    list_snapshots,
+    load_model,
+    read_config,
+    save_snapshot,
+    snapshot_dir,
+)
 from trainer.config import TrainConfig
 from trainer.models import build_unet
 

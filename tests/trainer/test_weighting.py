@@ -1,10 +1,16 @@
 import pytest
 import torch
 
-from trainer.schedules import get_schedule
 from trainer.loss import WeightedLoss
+from trainer.schedules import get_schedule
 from trainer.schedules import get_schedule as _schedule
-from trainer.weighting import WEIGHTINGS, uses_progress, validate, weight_table, weighting_params
+from trainer.weighting import (
+    WEIGHTINGS,
+    uses_progress,
+    validate,
+    weight_table,
+    weighting_params,
+)
 
 SNR = get_schedule("linear", 1000).snr
 

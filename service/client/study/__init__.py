@@ -1,1 +1,1 @@
-"""x"""
+"""Reproduction studies run through snrlab itself: the study file, its report, the commands."""

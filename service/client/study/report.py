@@ -1,70 +1,21 @@
-"""Reproduction studies run through snrlab itself.
-
-A study file (studies/reproduction.yaml) names experiment specs and the claims to check.
-`snrlab study submit FILE` posts the specs (idempotently: resubmitting returns the same
-experiments); `snrlab report --study FILE` rebuilds the whole report, tables, figures and
-verdicts, from the service's leaderboard and run artifacts. Nothing in a report is typed by hand.
+"""A study's report, rebuilt from the service's API (the leaderboard, the runs' artifacts): every
+table, figure and verdict; nothing in a report is typed by hand.
 
 Verdicts compare two cells (mean, std over n seeds): a difference beyond two standard errors
 (sqrt(s_a^2/n_a + s_b^2/n_b)) counts as better or worse, anything inside is a tie; one seed
-gives no verdict. The rule is fixed here, before any result is seen, and the same for every claim.
-"""
+gives no verdict. The rule is fixed here, before any result is seen, and the same for every claim."""
 from __future__ import annotations
 
 import json
 import math
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any
 
-import typer
-from pydantic import BaseModel, ConfigDict, Field
-
-# ---------------------------------------------------------------- study file
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Section(_Strict):
-    id: str = Field(min_length=1, max_length=20)
-    kind: Literal["training_length", "hybrid", "colour_shift", "bias_analysis", "variants"]
-    title: str
-    claim: str = Field(description="what the paper (or the issue) says, in one sentence")
-    experiment: str
-    metric: str | None = None
-    baseline: str = "constant"
-    method: str = "debias"
-    compare_to: str | None = Field(default=None, description="hybrid: the experiment trained without learn_sigma")
-    weightings: list[str] = Field(default_factory=list)
-
-
-class Study(_Strict):
-    name: str
-    title: str
-    description: str = ""
-    budget: str = ""
-    experiments: dict[str, str] = Field(min_length=1, description="key -> experiment spec file, relative to the study file")
-    sections: list[Section]
-
-    @classmethod
-    def load(cls, path: Path) -> tuple[Study, dict[str, dict]]:
-        import yaml
-
-        study = cls.model_validate(yaml.safe_load(path.read_text()))
-        specs = {key: yaml.safe_load((path.parent / rel).read_text()) for key, rel in study.experiments.items()}
-        for s in study.sections:
-            for key in filter(None, (s.experiment, s.compare_to)):
-                if key not in specs:
-                    raise ValueError(f"section {s.id}: unknown experiment {key!r}; the study has {', '.join(specs)}")
-        return study, specs
-
-
-# ---------------------------------------------------------------- data from the service
+from service.client.study.schema import Section, Study
+from service.web.plots import metric_vs_steps, metric_vs_training
 
 
 class Source:
@@ -74,6 +25,12 @@ class Source:
     def __init__(self, client):
         self.client = client
 
+    def _post(self, path: str, body: dict) -> Any:
+        r = self.client.post(path, json=body)
+        if r.status_code >= 400:
+            raise RuntimeError(f"POST {path}: HTTP {r.status_code}: {r.text[:300]}")
+        return r.json()
+
     def _get(self, path: str, **params) -> Any:
         r = self.client.get(path, params=params)
         if r.status_code >= 400:
@@ -81,10 +38,9 @@ class Source:
         return r.json() if "json" in r.headers.get("content-type", "") else r.content
 
     def experiment_for(self, spec: dict) -> dict | None:
-        """The newest experiment with this spec (same name and canonical hash); succeeded first."""
-        from service.domain.spec import ExperimentSpec
-
-        wanted = ExperimentSpec.model_validate(spec).canonical_hash()
+        """The newest experiment with this spec (same name and canonical hash, as the service
+        computes it: POST /experiments/validate); succeeded first."""
+        wanted = self._post("/experiments/validate", spec)["spec_hash"]
         found = []
         offset = 0
         while True:
@@ -119,19 +75,14 @@ class Cell:
     mean: float
     std: float
     n: int
+    shown: str = ""  # the API's text of the cell (one formatter for every view)
 
     @classmethod
     def of(cls, c: dict) -> Cell:
-        return cls(c["mean"], c["std"], c["n"])
+        return cls(c["mean"], c["std"], c["n"], c["text"])
 
     def text(self) -> str:
-        spread = _num(self.std, self.mean) if self.n > 1 else "–"
-        return f"{_num(self.mean, self.mean)} ± {spread}"
-
-
-def _num(x: float, scale: float) -> str:
-    """One decimal for FD-sized values, three significant digits for colour shifts (0.0123)."""
-    return f"{x:.1f}" if abs(scale) >= 10 else f"{x:.2f}" if abs(scale) >= 1 else f"{x:.3g}" if abs(scale) >= 1e-3 else f"{x:.2e}"
+        return self.shown
 
 
 def compare(a: Cell | None, b: Cell | None, lower_is_better: bool = True) -> str:
@@ -176,12 +127,12 @@ def grid(lb: dict, metric: str, sampler: str | None = None, excluded: list[str] 
     return dict(out)
 
 
-def label(name: str, columns) -> str:
-    """A study names weightings bare (`min_snr`); the leaderboard labels them with their
-    parameters (`min_snr(gamma=5)`). Returns the column meant (the name itself if none matches)."""
-    if name in columns:
+def label(name: str, lb: dict) -> str:
+    """A study names weightings bare (`min_snr`); the leaderboard's columns are labels (`min_snr(gamma=5)`)
+    and it says which weighting each is. The column meant, or the name itself if none or several are."""
+    if name in lb.get("columns", ()):
         return name
-    matches = [c for c in columns if c.startswith(f"{name}(")]
+    matches = [col for col, w in (lb.get("weightings") or {}).items() if w == name]
     return matches[0] if len(matches) == 1 else name
 
 
@@ -286,10 +237,9 @@ class Report:
             if board is None or not board["rows"]:
                 self.verdict(section, "inconclusive", f"experiment {section.experiment} has no results yet.")
                 continue
-            columns = set(board["columns"]) | {r["weighting"] for r in (self.exps[section.experiment] or {}).get("runs", [])}
             section = section.model_copy(update={
-                "baseline": label(section.baseline, columns), "method": label(section.method, columns),
-                "weightings": [label(w, columns) for w in section.weightings]})
+                "baseline": label(section.baseline, board), "method": label(section.method, board),
+                "weightings": [label(w, board) for w in section.weightings]})
             getattr(self, f"_{section.kind}")(section, board)
         summary = ["## Summary", "", "| claim | verdict | why |", "|---|---|---|"]
         summary += [f"| {title} | **{v}** | {reason} |" for title, v, reason in self.verdicts]
@@ -316,8 +266,6 @@ class Report:
         steps = sorted({s for s, _ in cells})
         ts = sorted({t for _, t in cells})
         weightings = [w for w in board["columns"]]
-        from service.web.plots import metric_vs_training
-
         path, link = self.fig(f"{self.study.name}_{section.id}_vs_training.png")
         path.write_bytes(metric_vs_training(comparable_rows(board, metric), board["columns"],
                                             metric=metric, title=f"{metric} against training steps"))
@@ -387,8 +335,6 @@ class Report:
             self.p(f"{caption(board, metric)}:", "")
             self._table(cells, weightings, "T", [(final, t) for t in ts], lambda k: str(k[1]))
             path, link = self.fig(f"{self.study.name}_{section.id}_{metric}.png")
-            from service.web.plots import metric_vs_steps  # the leaderboard page's Fig. 7b plot
-
             final_rows = [r for r in comparable_rows(board, metric) if r["train_step"] == final]
             path.write_bytes(metric_vs_steps(final_rows, weightings, metric=metric, title=f"{metric} at few sampling steps"))
             self.p(f"![{metric} against T]({link})", "")
@@ -485,70 +431,3 @@ class Report:
         else:
             self.verdict(section, "goal not met", f"{', '.join(complete)} each lose to {base} somewhere in {len(keys)} cells "
                                                   f"or win none{pending}.")
-
-
-# ---------------------------------------------------------------- commands
-
-study_app = typer.Typer(help="Reproduction studies: submit their experiments; `snrlab report` writes the report.",
-                        no_args_is_help=True)
-
-
-@study_app.command("submit")
-def submit(study_file: Path = typer.Argument(..., exists=True, dir_okay=False),
-           wait: bool = typer.Option(False, "--wait", help="follow every experiment until it finishes")) -> None:
-    """Post every experiment of the study; resubmitting returns the same experiments (idempotency keys)."""
-    from service.client import commands
-
-    def go():
-        try:
-            study, specs = Study.load(study_file)
-        except (ValueError, OSError) as e:
-            raise commands.ApiError(f"{study_file}: {e}") from None
-        ids = {}
-        for key, spec in specs.items():
-            from service.domain.spec import ExperimentSpec
-
-            digest = ExperimentSpec.model_validate(spec).canonical_hash()[:32]
-            exp = commands._call("POST", "/experiments", json=spec, headers={"Idempotency-Key": f"study-{study.name}-{key}-{digest}"})
-            ids[key] = exp["id"]
-            commands.console().print(f"{key}: experiment [bold]{exp['id']}[/bold] ({spec['name']}, {len(exp['run_ids'])} runs)")
-        if wait:
-            for key, exp_id in ids.items():
-                commands._wait(exp_id, 5.0)
-        print(json.dumps(ids))
-
-    commands._run_cli(go)
-
-
-def report(study_file: Path = typer.Option(..., "--study", exists=True, dir_okay=False, help="e.g. studies/reproduction.yaml"),
-           out: Optional[Path] = typer.Option(None, "--out", help="write the markdown here (default: stdout)"),
-           figures: Optional[Path] = typer.Option(None, "--figures", help="directory for the figures (default: next to --out, figures/)")) -> None:
-    """Regenerate a study's report (markdown, figures, verdicts) from the leaderboard and run artifacts."""
-    from service.client import commands
-
-    def go():
-        try:
-            _report(study_file, out, figures)
-        except (RuntimeError, ValueError, OSError) as e:
-            raise commands.ApiError(str(e)) from None
-
-    def _report(study_file, out, figures):
-        study, specs = Study.load(study_file)
-        fig_dir = figures or ((out.parent if out else Path("docs")) / "figures")
-        link = str(fig_dir.relative_to(out.parent)) if out and fig_dir.is_relative_to(out.parent) else str(fig_dir)
-        with commands._client() as client:
-            text = Report(study, specs, Source(client), fig_dir, link).render()
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        text = text.replace("<!-- generated by", f"<!-- {stamp}; generated by", 1)
-        if out:
-            out.write_text(text)
-            commands.console().print(f"wrote {out} and figures under {fig_dir}")
-        else:
-            sys.stdout.write(text)
-
-    commands._run_cli(go)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(study_app, name="study")
-    app.command("report")(report)

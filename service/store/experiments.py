@@ -1,0 +1,57 @@
+"""Experiments and their idempotency keys."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from service.core.errors import ConflictError, NotFoundError
+from service.core.lifecycle import RunStatus
+from service.store.models import Experiment, IdempotencyKey, Run
+
+
+def insert_experiment(session: Session, *, name: str, spec: dict[str, Any], spec_hash: str, code_version: str,
+                      runs: list[dict[str, Any]], idempotency_scope: str | None = None,
+                      idempotency_key: str | None = None) -> Experiment:
+    """The experiment and all its runs (queued), in the caller's transaction. A concurrent insert of
+    the same idempotency key surfaces as IntegrityError at flush."""
+    exp = Experiment(name=name, spec=spec, spec_hash=spec_hash, code_version=code_version)
+    exp.runs = [Run(status=RunStatus.QUEUED.value, **row) for row in runs]
+    session.add(exp)
+    session.flush()
+    if idempotency_key is not None:
+        session.add(IdempotencyKey(scope=idempotency_scope or "anonymous", key=idempotency_key, request_hash=spec_hash,
+                                   experiment_id=exp.id))
+        session.flush()
+    return exp
+
+
+def replay_idempotent(session: Session, *, scope: str, key: str, request_hash: str) -> Experiment | None:
+    row = session.get(IdempotencyKey, (scope, key))
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise ConflictError(f"Idempotency-Key {key!r} was already used with a different body")
+    return get_experiment(session, experiment_id=row.experiment_id)
+
+
+def get_experiment(session: Session, *, experiment_id: str) -> Experiment:
+    exp = session.scalar(
+        select(Experiment).where(Experiment.id == experiment_id).options(selectinload(Experiment.runs))
+    )
+    if exp is None:
+        raise NotFoundError(f"experiment {experiment_id!r} not found")
+    return exp
+
+
+def list_experiments(session: Session, *, limit: int = 50, offset: int = 0) -> tuple[list[Experiment], int]:
+    total = session.scalar(select(func.count()).select_from(Experiment)) or 0
+    rows = session.scalars(
+        select(Experiment)
+        .options(selectinload(Experiment.runs))
+        .order_by(Experiment.created_at.desc(), Experiment.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), total
