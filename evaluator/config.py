@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from evaluator.metrics import metric_names, resolve_metric
 from evaluator.sampling import SAMPLERS, SPACINGS, VARIANCES
+from trainer.data import DATASETS
 
 
 def _sampler(name: str) -> str:
@@ -17,14 +19,14 @@ def _sampler(name: str) -> str:
 
 
 def _metric(name: str) -> str:
-    from evaluator.metrics import resolve_metric
-
     resolve_metric(name)  # ValueError listing the valid names
     return name
 
 
 Sampler = Annotated[str, AfterValidator(_sampler), WithJsonSchema({"type": "string", "enum": list(SAMPLERS)})]
-Metric = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(_metric)]
+# the JSON schema lists every name valid for some dataset; which fit a given dataset is checked where both are known
+Metric = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(_metric),
+                   WithJsonSchema({"type": "string", "enum": metric_names(DATASETS)})]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -32,7 +34,7 @@ class EvalConfig(BaseModel):
     """What to sample and how to score it. `steps` and `metrics` have no default (which metric
     fits depends on the dataset; `fd_<dataset>` is the fast one)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
     steps: list[PositiveInt] = Field(min_length=1, max_length=100, description="sampling step counts T (unique)")
     samplers: list[Sampler] = Field(default=["ddpm"], min_length=1, max_length=20)

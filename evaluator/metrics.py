@@ -262,6 +262,11 @@ def extractor_for(metric: str, dataset: str | None = None) -> str:
     return m.extractor if ds is None else m.extractor.replace("<dataset>", ds)
 
 
+def metric_names(datasets) -> list[str]:
+    """Every valid metric name for these datasets (the `<dataset>` templates filled in)."""
+    return [*FIXED_METRICS, *(t.replace("<dataset>", d) for d in datasets for t in _TEMPLATES)]
+
+
 def higher_is_better(metric: str) -> bool:
     """The metric's direction: distances (fid, kid, *_fd*, color_mean_shift) are lower-better,
     cs_<dataset> is higher-better. Unknown names raise ValueError."""

@@ -55,9 +55,9 @@ def create_experiment(
     return experiments.experiment_view(exp)
 
 
-@router.post("/validate", response_model=SpecCheck)
+@router.post(":validate", response_model=SpecCheck)
 def validate_experiment(spec: ExperimentSpec, request: Request, settings: SettingsDep, _: WriterDep):
-    """A dry run: the spec checked as a POST would check it (422 naming the field), its canonical
+    """`POST /experiments:validate`, a dry run: the spec checked as a POST would check it (422 naming the field), its canonical
     hash (the `spec_hash` of the experiment it would create) and its runs; nothing is stored."""
     spec = _accept(spec, request, settings)
     rows = expand_runs(spec, checkpoint_every=settings.checkpoint_every)

@@ -75,7 +75,7 @@ class ExperimentRead(ExperimentSummary):
 
 
 class SpecCheck(BaseModel):
-    """A spec as the service would take it, stored nowhere (`POST /experiments/validate`)."""
+    """A spec as the service would take it, stored nowhere (`POST /experiments:validate`)."""
 
     spec_hash: str = Field(description="the canonical hash: the `spec_hash` of the experiment this spec creates")
     spec: dict[str, Any] = Field(description="the spec resolved (defaults filled in, folder paths normalised)")

@@ -5,9 +5,21 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+import uvicorn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from service.client.http import console, err
+from service.core.config import StorageNotShared, get_settings
+from service.core.logs import log_config
+from service.store import tokens
+from service.store.db import (
+    downgrade,
+    make_engine,
+    make_sessionmaker,
+    session_scope,
+    upgrade,
+)
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (stored hashed; printed once).", no_args_is_help=True)
@@ -19,10 +31,7 @@ def serve(
     log_level: str = typer.Option("info"),
 ) -> None:
     """Start the API (uvicorn); migrations are applied and the dispatcher starts with it."""
-    import uvicorn
-
-    from service.app.main import create_app  # the whole service: only for this command
-    from service.core.config import StorageNotShared, get_settings
+    from service.app.main import create_app  # the whole service (torch, Ray): only for this command
 
     settings = get_settings()
     try:
@@ -34,8 +43,6 @@ def serve(
     # stops the dispatcher and the local Ray this process started (node agents included), then
     # uvicorn re-raises the signal. Nothing after uvicorn.run may be relied on: for SIGTERM the
     # re-raised signal ends the process there.
-    from service.core.logs import log_config
-
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level=log_level,
                 log_config=log_config(log_level))
 
@@ -43,9 +50,6 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations to SNRLAB_DATABASE_URL."""
-    from service.core.config import get_settings
-    from service.store.db import upgrade
-
     url = get_settings().resolved_database_url
     upgrade(url, revision)
     console().print(f"database at {_redact(url)} is at {revision}")
@@ -53,16 +57,10 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(..., help="e.g. base or -1")) -> None:
-    from service.core.config import get_settings
-    from service.store.db import downgrade
-
     downgrade(get_settings().resolved_database_url, revision)
 
 
 def _local_session():
-    from service.core.config import get_settings
-    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
-
     url = get_settings().resolved_database_url
     upgrade(url)
     return session_scope(make_sessionmaker(make_engine(url)))
@@ -71,8 +69,6 @@ def _local_session():
 @token_app.command("create")
 def token_create(name: str = typer.Option(..., "--name", help="who or what uses the token")) -> None:
     """Create a token and print it once; only its sha256 is stored."""
-    from service.store import tokens
-
     with _local_session() as s:
         row, token = tokens.create_token(s, name=name)
     err().print(f"token {row.id} ({name}) created; it is shown only this once:")
@@ -81,8 +77,6 @@ def token_create(name: str = typer.Option(..., "--name", help="who or what uses 
 
 @token_app.command("list")
 def token_list() -> None:
-    from service.store import tokens
-
     with _local_session() as s:
         rows = tokens.list_tokens(s)
     table = Table("id", "name", "created", "revoked")
@@ -93,16 +87,12 @@ def token_list() -> None:
 
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
-    from service.store import tokens
-
     with _local_session() as s:
         tokens.revoke_token(s, token_id=token_id)
     console().print(f"revoked {token_id}")
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True)
 
 

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import typer
 
+from evaluator import cli as evaluator_cli
+from service.client import admin, commands
+from service.client.study import commands as study
+from trainer import cli as trainer_cli
+
 app = typer.Typer(name="snrlab", help="Diffusion loss-weighting experiments on Ray.", no_args_is_help=True)
 
 
@@ -11,20 +16,8 @@ def _root() -> None:
     """snrlab: train, evaluate and compare diffusion loss weightings on Ray."""
 
 
-def _register() -> None:
-    from evaluator import cli as evaluator_cli
-    from service.client import admin, commands
-    from service.client.study import commands as study
-    from trainer import cli as trainer_cli
-
-    admin.register(app)
-    commands.register(app)
-    study.register(app)
-    trainer_cli.register(app)
-    evaluator_cli.register(app)
-
-
-_register()
+for package in (admin, commands, study, trainer_cli, evaluator_cli):
+    package.register(app)
 
 
 def main() -> None:

@@ -20,7 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import yaml
+
+from service.client import commands, http
+from service.core.config import get_settings
+from service.store import tokens
+from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "studies" / "demo.yaml"
@@ -55,8 +61,6 @@ def session_pids(sid: int) -> dict[int, str]:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    import httpx
-
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -72,8 +76,6 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None
 
 def save_static(url: str, token: str, experiment_id: str, out: Path) -> Path:
     """The leaderboard page of this experiment with its images as files next to it."""
-    import httpx
-
     out.mkdir(parents=True, exist_ok=True)
     headers = {"Authorization": f"Bearer {token}"}
     html = httpx.get(f"{url}/leaderboard", params={"experiment": experiment_id}, headers=headers, timeout=120).text
@@ -112,9 +114,6 @@ def screenshot(page_url: str, out: Path) -> Path | None:
 
 
 def main() -> int:
-    from service.client import commands, http
-    from service.core.config import get_settings
-
     t0 = time.time()
     full = os.environ.get("DEMO", "").lower() == "full"
     settings = get_settings()
@@ -127,9 +126,6 @@ def main() -> int:
     print(f"snrlab demo ({'full' if full else 'quick'}): data in {data_dir}, service on {url}", flush=True)
 
     # token first (same database the service will use)
-    from service.store import tokens
-    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
-
     db_url = settings.resolved_database_url
     upgrade(db_url)
     engine = make_engine(db_url)

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
+import yaml
 from rich.console import Console
 
 
@@ -25,9 +27,7 @@ class ApiError(Exception):
     pass
 
 
-def client():
-    import httpx
-
+def client() -> httpx.Client:
     base = os.environ.get("SNRLAB_URL", "http://127.0.0.1:8000").rstrip("/")
     headers = {}
     if token := os.environ.get("SNRLAB_TOKEN"):
@@ -36,8 +36,6 @@ def client():
 
 
 def call(method: str, path: str, **kwargs) -> Any:
-    import httpx
-
     try:
         with client() as c:
             r = c.request(method, path, **kwargs)
@@ -69,6 +67,4 @@ def load_spec(path: Path) -> dict:
     text = sys.stdin.read() if str(path) == "-" else path.read_text()
     if path.suffix in (".json",):
         return json.loads(text)
-    import yaml
-
     return yaml.safe_load(text)

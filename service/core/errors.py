@@ -1,5 +1,8 @@
-"""Domain errors, raised below the API and mapped once to HTTP in `service.main`."""
+"""Domain errors, raised below the API and mapped once to HTTP (service.api.errors), and how any
+error reads for a user."""
 from __future__ import annotations
+
+import importlib
 
 
 class ServiceError(Exception):
@@ -66,7 +69,5 @@ def readable_error(exc: BaseException, limit: int = 1000) -> str:
 
 def load_callable(path: str):
     """`module:attribute`, imported (settings.executor, a job's train_fn and evaluate_fn)."""
-    import importlib
-
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)

@@ -6,6 +6,8 @@ import logging
 import re
 from typing import Any
 
+from uvicorn.config import LOGGING_CONFIG
+
 TOKEN_IN_URL = re.compile(r"(?i)([?&;]token=)[^&\s\"']*")
 REDACTED = "[redacted]"
 
@@ -30,7 +32,6 @@ class RedactTokens(logging.Filter):
 def log_config(level: str = "info") -> dict[str, Any]:
     """A logging.dictConfig for uvicorn.run(log_config=...): uvicorn's own formats, the `service`,
     `trainer` and `evaluator` loggers at `level` on stderr, every handler filtered by RedactTokens."""
-    from uvicorn.config import LOGGING_CONFIG
 
     level = level.upper()
     cfg: dict[str, Any] = {**LOGGING_CONFIG, "disable_existing_loggers": False}

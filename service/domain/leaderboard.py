@@ -62,8 +62,13 @@ class Leaderboard(BaseModel):
     provenance: Provenance
 
 
-def lower_is_better(metric: str) -> bool:
-    return not higher_is_better(metric)
+def lower_is_better(metric: str) -> bool | None:
+    """The metric's direction as the evaluator declares it; None for a name it does not know (a
+    filter on such a name finds no rows)."""
+    try:
+        return not higher_is_better(metric)
+    except ValueError:
+        return None
 
 
 def best_of(cells: dict[str, LeaderboardCell], *, lower: bool) -> str | None:

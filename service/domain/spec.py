@@ -55,9 +55,10 @@ def check_text(value: Any) -> Any:
 
 class RequestModel(BaseModel):
     """Request models: unknown fields, non-finite numbers, NUL bytes and lone surrogates are 422s
-    naming the field (they would otherwise reach SQL or the JSON encoder and give a 500)."""
+    naming the field (they would otherwise reach SQL or the JSON encoder and give a 500); values
+    are taken as their JSON type says (strict: "5" is not a number, 1.0 not an integer)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -100,7 +101,7 @@ class WeightingSpec(BaseModel):
     """`{"name": "p2", "k": 1, "gamma": 1}`: a weighting's identity is its name and its resolved
     parameters (the trainer fills in defaults and refuses unknown ones)."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True,
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True, strict=True,
                               json_schema_extra={"additionalProperties": {"type": "number"}})
     name: str = Field(min_length=1, max_length=100, json_schema_extra=_enum(WEIGHTINGS))
 

@@ -142,7 +142,7 @@ def verdict(mean_log: float, ci_log: tuple[float, float], p: float, *, lower_is_
 def _t_test(mean: float, se: float, df: float, alpha: float) -> tuple[float, float, tuple[float, float]]:
     """(t, two-sided p, (1 - alpha) interval). se = 0 (every seed gives exactly the same ratio):
     the interval is the point; p = 1 when it is 0, else p = 0 (the limit of the t-test)."""
-    from scipy import stats
+    from scipy import stats  # heavy: the module stays cheap to import
 
     if se == 0:
         return (0.0, 1.0, (mean, mean)) if mean == 0 else (math.copysign(math.inf, mean), 0.0, (mean, mean))
@@ -299,7 +299,7 @@ def mean_ranks(values: Mapping[R, Mapping[str, float]], *, lower_is_better: bool
     1 is best (lowest value when lower_is_better), equal values share the average of their ranks
     (1, 2.5, 2.5). Every row must hold the same weightings and finite values (else ValueError):
     a mean rank over different rows would not compare."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # heavy: the module stays cheap to import
 
     rows = list(values.items())
     if not rows:
@@ -339,7 +339,7 @@ def paired_power(n: int, sd: float, effect_pct: float, *, alpha: float = 0.05) -
     noncentral t with n - 1 df and noncentrality |delta| sqrt(n) / sd,
     P(T > q) + P(T < -q), q = t_{1 - alpha/2, n - 1}. At effect 0 it is alpha. (The lower tail
     is taken as P(T' > q) under noncentrality -nc: scipy's nct.cdf far in a tail can return nan.)"""
-    from scipy import stats
+    from scipy import stats  # heavy: the module stays cheap to import
 
     _check_design(n, sd, alpha)
     if not effect_pct > -100:
@@ -355,8 +355,8 @@ def minimum_detectable_effect(n: int, sd: float, *, alpha: float = 0.05, power: 
     detects with the given power in a two-sided t-test at alpha (`paired_power`: noncentral t, not
     the normal approximation, which is too optimistic at few seeds). For large n it approaches
     100 (exp((z_{1-alpha/2} + z_power) sd / sqrt n) - 1)."""
-    from scipy.optimize import brentq
-    from scipy.stats import norm
+    from scipy.optimize import brentq  # heavy: the module stays cheap to import
+    from scipy.stats import norm  # heavy: the module stays cheap to import
 
     _check_design(n, sd, alpha, power)
     gap = lambda delta: paired_power(n, sd, _pct(delta), alpha=alpha) - power  # noqa: E731

@@ -54,9 +54,9 @@ class Domain(RequestModel):
 
     grid: list[Value] | None = Field(default=None, min_length=1, max_length=100)
     choice: list[Value] | None = Field(default=None, min_length=1, max_length=100)
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    randint: tuple[int, int] | None = None
+    uniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    loguniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    randint: Annotated[list[int], Field(min_length=2, max_length=2)] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Domain:

@@ -29,7 +29,7 @@ def evaluate_run(checkpoint: str, evaluation: EvalConfig, *, num_actors: int, nu
 
 def _analyses(checkpoint: str, evaluation: EvalConfig, out_dir: str) -> None:
     """Artifacts are a by-product: a failing plot is reported next to them, not as a failed run."""
-    from evaluator.analysis import run_analyses
+    from evaluator.analysis import run_analyses  # heavy (torch): only on the Ray side
 
     try:
         run_analyses(checkpoint, out_dir, evaluation)

@@ -12,10 +12,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
 from service.core.errors import load_callable, readable_error
 from service.domain.cluster import ClusterInfo, NodeInfo
 from service.domain.jobs import RunJob
-from service.runtime.ray_cleanup import RUN_ACTOR_PREFIX
+from service.runtime.ray_cleanup import (
+    RUN_ACTOR_PREFIX,
+    placement_groups_of,
+    reap_placement_groups,
+)
+from trainer.raysession import init_ray, stop_local_cluster
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +129,6 @@ class RayExecutor:
         cluster answers raises trainer.raysession.RayUnreachable at once: never a local cluster
         instead; the dispatcher retries with backoff. Call it from a thread that lives as long as
         the service: Ray's GCS and raylet die with the thread that started them."""
-        import ray
-
-        from trainer.raysession import init_ray
 
         if ray.is_initialized():  # this process joined already (a test session, another executor)
             return
@@ -131,14 +136,12 @@ class RayExecutor:
         self.joined = True
 
     def cluster(self) -> ClusterInfo:
-        import ray
 
         return ClusterInfo(tuple(
             NodeInfo(cpus=float(r.get("CPU", 0)), gpus=float(r.get("GPU", 0)), memory_bytes=float(r.get("memory", 0)))
             for r in (n.get("Resources") or {} for n in ray.nodes() if n.get("Alive"))))
 
     def _actor(self, name: str):
-        import ray
 
         try:
             return ray.get_actor(name, namespace=self.namespace)
@@ -146,9 +149,8 @@ class RayExecutor:
             return None
 
     def submit(self, job: Job) -> None:
-        import ray
 
-        from service.runtime.run_actor import RunWorker
+        from service.runtime.run_actor import RunWorker  # the Ray-side module (torch): only when a run starts
 
         actor = RunWorker.options(
             name=job.name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
@@ -157,8 +159,6 @@ class RayExecutor:
         ray.get(actor.start.remote(), timeout=120)
 
     def poll(self, name: str) -> JobState:
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
 
         actor = self._actor(name)
         if actor is None:
@@ -172,12 +172,6 @@ class RayExecutor:
         return JobState(**state)
 
     def cancel(self, name: str) -> None:
-        import ray
-
-        from service.runtime.ray_cleanup import (
-            placement_groups_of,
-            reap_placement_groups,
-        )
 
         actor = self._actor(name)
         if actor is None:
@@ -198,16 +192,14 @@ class RayExecutor:
         return self._named(RUN_ACTOR_PREFIX)
 
     def _named(self, prefix: str) -> list[str]:
-        import ray
 
         return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["namespace"] == self.namespace and a["name"].startswith(prefix)]
 
     # ------------------------------------------------------------ sweeps
     def submit_sweep(self, job: SweepJob) -> None:
-        import ray
 
-        from service.runtime.sweep_actor import SweepWorker
+        from service.runtime.sweep_actor import SweepWorker  # the Ray-side module (Tune): only when a sweep starts
 
         actor = SweepWorker.options(
             name=job.name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
@@ -218,8 +210,6 @@ class RayExecutor:
     def sync_sweep(self, name: str, news: dict[str, Any]) -> SweepState:
         """Hand the actor what the service knows (runs assigned to trials, their states and metric
         values) and take what Tune wants (runs for new trials, runs to stop)."""
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
 
         actor = self._actor(name)
         if actor is None:
@@ -232,7 +222,6 @@ class RayExecutor:
             return SweepState(phase="lost", error=readable_error(e))
 
     def release_sweep(self, name: str) -> None:
-        import ray
 
         actor = self._actor(name)
         if actor is not None:
@@ -243,7 +232,6 @@ class RayExecutor:
 
     def maintain(self) -> None:
         """Periodic housekeeping from the dispatcher: free leaked placement groups."""
-        from service.runtime.ray_cleanup import reap_placement_groups
 
         reap_placement_groups()
 
@@ -252,13 +240,11 @@ class RayExecutor:
         A local cluster that start() started goes down with the service, its node agents too
         (trainer.raysession.stop_local_cluster); its runs resume from their checkpoints when
         the service starts again."""
-        import ray
 
         if not self.joined:
             return
         self.joined = False
         if self.address is None:
-            from trainer.raysession import stop_local_cluster
 
             stop_local_cluster()
         elif ray.is_initialized():

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 
+from ray._private.state import state
+from ray._raylet import PlacementGroupID
+from ray.core.generated import gcs_pb2
+from ray.util.placement_group import PlacementGroup, remove_placement_group
+
 log = logging.getLogger(__name__)
 
 RUN_ACTOR_PREFIX = "snrlab-run_"
 
 
 def _tables():
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
 
     accessor = state._connect_and_get_accessor()
     actors = [gcs_pb2.ActorTableData.FromString(b) for b in accessor.get_actor_table(None, None)]
@@ -45,8 +48,6 @@ def placement_groups_of(actor_name: str) -> set[bytes]:
 
 def reap_placement_groups() -> int:
     """Remove leaked placement groups of our runs; returns how many were removed."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     try:
         actors, groups, gcs_pb2 = _tables()

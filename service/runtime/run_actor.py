@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
+from ray.exceptions import RayActorError
 
 from service.core.errors import load_callable, readable_error
 from service.domain.jobs import RunJob
 from service.runtime import paths
+from trainer.checkpoint import list_snapshots
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -106,9 +109,6 @@ class SnapshotScorer(threading.Thread):
             self.state["results"] = self.results
 
     def run(self) -> None:
-        import torch  # heavy: only on the Ray side, where a run is scored
-
-        from trainer.checkpoint import list_snapshots
 
         # this actor reserves no CPU: one thread, so scoring beside the run's own training never
         # oversubscribes the node (OpenMP threads stall badly when the cores are all taken)
@@ -171,7 +171,6 @@ def _node_loss(exc: BaseException, dead_before: set[str], wait_s: float = 60.0) 
 def _actor_died(exc: BaseException) -> bool:
     """Is there a RayActorError anywhere in exc's chain (Ray Train wraps it in worker failures
     and health-check errors)?"""
-    from ray.exceptions import RayActorError
 
     stack, seen = [exc], set()
     while stack:

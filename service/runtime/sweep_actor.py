@@ -17,12 +17,16 @@ unfinished ones start again and ask for their runs again, which the service find
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
 from typing import Any
 
 import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from service.core.errors import readable_error
 from service.core.lifecycle import RunStatus
@@ -63,7 +67,6 @@ MAILBOXES: dict[str, Mailbox] = {}
 
 # ---------------------------------------------------------------- the trial (a Tune function)
 def watch_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
-    from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
     actor = ray.get_actor(job["actor_name"], namespace=job["namespace"])
@@ -90,7 +93,6 @@ def watch_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
 
 
 def make_trainable(job: dict[str, Any]):
-    from ray import tune
 
     def sweep_trial(config: dict[str, Any]) -> None:
         watch_trial(config, job)
@@ -134,9 +136,6 @@ class StopTrialRuns(_TuneCallback):
 # ---------------------------------------------------------------- the Tuner
 def build_tuner(job: dict[str, Any]):
     """A new Tuner, or the restored one when Tune's experiment state exists (a lost actor)."""
-    import os
-
-    from ray import tune
 
     path = os.path.join(job["storage_path"], job["sweep_id"])
     trainable = make_trainable(job)
@@ -175,11 +174,9 @@ def build_tuner(job: dict[str, Any]):
 
 def _search_alg(spec: SweepSpec, max_concurrent: int):
     if spec.search == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
+        from ray.tune.search.optuna import OptunaSearch  # imports optuna: only for the sweeps that use it
 
         return OptunaSearch(seed=spec.search_seed)
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     # TuneConfig.max_concurrent_trials is ignored (with a warning) for a generator passed in: say it here
     return BasicVariantGenerator(max_concurrent=max_concurrent, random_state=spec.search_seed)
 
@@ -187,7 +184,6 @@ def _search_alg(spec: SweepSpec, max_concurrent: int):
 def _scheduler(spec: SweepSpec):
     if spec.scheduler != "asha":
         return None
-    from ray.tune.schedulers import ASHAScheduler
 
     steps = spec.search_space.get("steps")
     max_t = max(corner_values("steps", steps)) if steps else spec.base.training.steps

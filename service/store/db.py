@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +30,6 @@ def make_engine(url: str, **kwargs) -> Engine:
     if u.get_backend_name() != "sqlite":
         raise ValueError(f"unsupported database {u.get_backend_name()!r}: use sqlite or postgresql")
     if u.database and u.database != ":memory:":
-        from pathlib import Path
 
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
     connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -80,7 +82,6 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def alembic_config(url: str):
-    from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", "service.store:migrations")
@@ -90,12 +91,10 @@ def alembic_config(url: str):
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations (at service start and by `snrlab db upgrade`)."""
-    from alembic import command
 
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    from alembic import command
 
     command.downgrade(alembic_config(url), revision)

@@ -9,13 +9,13 @@ QUARTILES = ("mse_q0", "mse_q1", "mse_q2", "mse_q3")
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only when a plot is drawn
 
     return Figure(figsize=(width, height), dpi=100)
 
 
 def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when a plot is drawn
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -26,7 +26,7 @@ def _png(fig) -> bytes:
 
 def _log_ticks(ax, values: Iterable[int]) -> None:
     """The evaluated values themselves as the ticks of a log x axis, no minor labels."""
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import NullLocator  # heavy: only when a plot is drawn
 
     ticks = sorted(values)
     if ticks:

@@ -2,8 +2,6 @@
 clean-fid's own folder path. These tests FAIL (never skip) when the weights are missing."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch

@@ -11,7 +11,6 @@ import pytest
 from web_support import finished_experiment
 
 from service.app.main import create_app
-from service.web import pages as web
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

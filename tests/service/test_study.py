@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.client.study.report import (
-    Cell,
-    Report,
-    Source,
-    Study,
-    compare,
-    study_wall_time,
-)
+from service.client.study.cells import Cell, compare, study_wall_time
+from service.client.study.report import Report, Source
+from service.client.study.schema import Study
 from service.core.lifecycle import RunStatus, transition
 from service.domain import experiments as domain_experiments
 from service.domain.spec import ExperimentSpec
@@ -47,7 +42,7 @@ STUDY = {
 
 
 def test_bare_weighting_names_find_their_labelled_columns():
-    from service.client.study.report import label
+    from service.client.study.cells import label
 
     # the leaderboard says which weighting each column is: nothing is parsed back from a label
     names = {"constant": "constant", "min_snr(gamma=5)": "min_snr", "p2(gamma=1,k=1)": "p2", "p2(gamma=2,k=1)": "p2"}

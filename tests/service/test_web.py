@@ -124,7 +124,7 @@ def test_experiment_page_shows_runs_errors_and_cancel(client, auth, done):
 def test_running_experiment_has_a_cancel_button(client, auth, make_spec):
     exp = client.post(f"{API}/experiments", json=make_spec(), headers=auth).json()
     page = client.get(f"/experiments/{exp['id']}", headers=auth).text
-    assert "cancel experiment" in page and f"/api/v1/experiments/'+id+'/cancel" in page
+    assert "cancel experiment" in page and "/api/v1/experiments/'+id+'/cancel" in page
 
 
 def test_run_page_embeds_artifacts_and_results(client, auth, done):
@@ -175,10 +175,8 @@ def test_experiment_page_plots_intermediate_checkpoints(client, auth, session_fa
 
 
 def _plain(session_factory, make_spec) -> str:
-    from service.core.lifecycle import transition
     from service.domain import experiments as domain_experiments
     from service.domain.spec import ExperimentSpec
-    from service.store import runs as runs_store
     from service.store.db import session_scope
 
     with session_scope(session_factory) as s:

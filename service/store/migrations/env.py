@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from service.core.config import get_settings
 from service.store.db import make_engine
 from service.store.models import Base
 
@@ -13,8 +14,6 @@ target_metadata = Base.metadata
 def _url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        from service.core.config import get_settings
-
         url = get_settings().resolved_database_url
     return url
 
