@@ -2,6 +2,8 @@
 domain_experiments.create_experiment, then the Dispatcher driving a fake executor to success (no Ray)."""
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 from service.domain import experiments as domain_experiments
 from service.domain.spec import ExperimentSpec
 from service.runtime.dispatcher import Dispatcher
@@ -53,3 +55,33 @@ def finished_experiment(session_factory, settings, executor, make_spec, *, fail_
         job.phase, job.error = "failed", "ValueError: loss is NaN at step 40"
         d.tick()
     return {"experiment_id": exp_id, "run_ids": [r[0] for r in runs], "failed_experiment_id": failed_id}
+
+
+class _Inline(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+        self._script = False
+
+    def handle_starttag(self, tag, attrs):
+        names = dict(attrs)
+        self.found += [f"{tag} {k}=" for k in names if k == "style" or k.startswith("on")]
+        self.found += [f"{tag} {k}=javascript:" for k, v in attrs if (v or "").strip().lower().startswith("javascript:")]
+        self._script = tag == "script" and "src" not in names
+        if tag == "style":
+            self.found.append("<style>")
+
+    def handle_data(self, data):
+        if self._script and data.strip():
+            self.found.append("inline <script>")
+
+    def handle_endtag(self, tag):
+        self._script = False
+
+
+def inline_code(html: str) -> list[str]:
+    """What in a page a CSP without 'unsafe-inline' would block: style and on* attributes,
+    javascript: URLs, <script> without src, <style> elements."""
+    parser = _Inline()
+    parser.feed(html)
+    return parser.found
