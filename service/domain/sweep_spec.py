@@ -83,7 +83,8 @@ class SweepSpec(RequestModel):
     search_space: dict[Annotated[str, Field(min_length=1, max_length=100)], Domain] = Field(
         min_length=1, max_length=20,
         description="keys: weighting, weighting.<param> (e.g. weighting.gamma), dataset, lr, target, t_sampling, "
-                    "batch_size, steps, seed")
+                    "t_sampling.<param>, batch_size, steps, seed",
+        json_schema_extra={"propertyNames": {"pattern": rf"^({'|'.join(CATEGORICAL + INTEGER + FLOAT)}|weighting\.\w+|t_sampling\.\w+)$"}})
     search: Literal["grid", "random", "optuna"] = "grid"
     scheduler: Literal["fifo", "asha"] = Field(default="fifo", description="asha needs base.evaluation.at_steps")
     metric: str = Field(min_length=1, max_length=50, description="one of base.evaluation.metrics")
