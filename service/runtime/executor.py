@@ -204,7 +204,7 @@ class RayExecutor:
         actor = SweepWorker.options(
             name=job.name, namespace=self.namespace, lifetime="detached", get_if_exists=True,
             num_cpus=0, max_concurrency=64, max_restarts=0,
-        ).remote(asdict(job))
+        ).remote({**asdict(job), "actor_name": job.name, "namespace": self.namespace})  # the trials find it by name
         ray.get(actor.start.remote(), timeout=120)
 
     def sync_sweep(self, name: str, news: dict[str, Any]) -> SweepState:

@@ -60,11 +60,6 @@ class Mailbox:
                 self.stops.pop(trial_id, None)
 
 
-# One mailbox per sweep in this process: Tune callbacks are pickled with the Tuner's state (for
-# restore), so they name their sweep instead of holding a reference.
-MAILBOXES: dict[str, Mailbox] = {}
-
-
 # ---------------------------------------------------------------- the trial (a Tune function)
 def watch_trial(config: dict[str, Any], job: dict[str, Any]) -> None:
 
@@ -109,11 +104,12 @@ except ImportError:  # pragma: no cover - ray[tune] is a dependency
 
 class StopTrialRuns(_TuneCallback):
     """A trial that ends while its run is still going was stopped by Tune (the scheduler, or an
-    error in the trial itself): post a stop for its run, with the reason. A trial that returned
-    normally has a terminal run, so the service's stop is a no-op for it."""
+    error in the trial itself): post a stop for its run, with the reason, to the sweep's actor (by
+    name: callbacks are pickled with the Tuner's state, for restore). A trial that returned
+    normally has a terminal run, so the stop is a no-op for it."""
 
-    def __init__(self, sweep_id: str, metric: str, scheduler: str):
-        self.sweep_id, self.metric, self.scheduler = sweep_id, metric, scheduler
+    def __init__(self, actor_name: str, namespace: str, metric: str, scheduler: str):
+        self.actor_name, self.namespace, self.metric, self.scheduler = actor_name, namespace, metric, scheduler
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -124,13 +120,10 @@ class StopTrialRuns(_TuneCallback):
         self._stop(trial.trial_id, f"its sweep trial {trial.trial_id} failed")
 
     def _stop(self, trial_id: str, reason: str) -> None:
-        box = MAILBOXES.get(self.sweep_id)
-        if box is None:
-            return
-        with box.lock:
-            run = box.runs.get(trial_id)
-            if run is None or not RunStatus(run["status"]).is_terminal():
-                box.stops[trial_id] = reason
+        try:
+            ray.get(ray.get_actor(self.actor_name, namespace=self.namespace).post_stop.remote(trial_id, reason), timeout=30)
+        except Exception:  # noqa: BLE001 - a callback must not take the Tune loop down
+            log.exception("posting the stop of trial %s failed", trial_id)
 
 
 # ---------------------------------------------------------------- the Tuner
@@ -167,7 +160,7 @@ def build_tuner(job: dict[str, Any]):
         run_config=tune.RunConfig(
             name=job["sweep_id"], storage_path=job["storage_path"], verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),  # the dispatcher retries runs; a trial only watches
-            callbacks=[StopTrialRuns(job["sweep_id"], spec.metric, spec.scheduler)],
+            callbacks=[StopTrialRuns(job["actor_name"], job["namespace"], spec.metric, spec.scheduler)],
         ),
     )
 
@@ -196,10 +189,9 @@ class SweepWorker:
     """One per sweep, detached and named `snrlab-sweep-<id>`; the service syncs with it."""
 
     def __init__(self, job: dict[str, Any]):
-        self.job = {**job, "actor_name": ray.get_runtime_context().get_actor_name(),
-                    "namespace": ray.get_runtime_context().namespace}
+        self.job = job  # a SweepJob's fields, and the actor's own name and namespace (for its trials)
         self.state: dict[str, Any] = {"phase": "starting", "error": None}
-        self.box = MAILBOXES.setdefault(job["sweep_id"], Mailbox())
+        self.box = Mailbox()
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -233,6 +225,12 @@ class SweepWorker:
         with self.box.lock:
             if trial_id not in self.box.runs and trial_id not in self.box.refused:
                 self.box.wants[trial_id] = point
+
+    def post_stop(self, trial_id: str, reason: str) -> None:
+        with self.box.lock:
+            run = self.box.runs.get(trial_id)
+            if run is None or not RunStatus(run["status"]).is_terminal():
+                self.box.stops[trial_id] = reason
 
     def trial_news(self, trial_id: str) -> dict[str, Any]:
         with self.box.lock:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.core.config import Settings
 from service.core.errors import SpecError, readable_error
-from service.core.lifecycle import LIVE_SWEEP, SweepStatus, transition
+from service.core.lifecycle import LIVE_SWEEP, RunStatus, SweepStatus, transition
 from service.domain.sweep_spec import SweepSpec
 from service.domain.sweeps import (
     SweepStopped,
@@ -145,6 +145,8 @@ class SweepManager(BackgroundLoop):
             finish_sweep(sweep, status=SweepStatus.FAILED, error=state.error)
             return True
         if state.phase == "finished":
+            if any(not RunStatus(r["status"]).is_terminal() for r in trial_runs(s, sweep).values()):
+                return False  # Tune is done; a run it stopped is still being cancelled: the sweep ends with its runs
             if best is not None:
                 notes = [n for n in (sweep.message, trial_failures(s, sweep)) if n]
                 sweep.message = "; ".join(notes) or None

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.core.lifecycle import RunStatus
-from service.store.models import Experiment, Result, Run
+from service.store.models import Experiment, Result, ResultsVersion, Run
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ResultRow:
     run_id: str
     experiment_id: str
     code_version: str
+    floor: float | None = None  # the evaluator's floor of this metric at this N (held-out real images)
 
 
 def result_rows(session: Session, *, dataset: str | None = None, metric: str | None = None, sampler: str | None = None,
@@ -42,7 +43,8 @@ def result_rows(session: Session, *, dataset: str | None = None, metric: str | N
         select(Run.dataset, Run.config_hash, Result.train_step, Result.num_steps, Result.metric, Result.sampler,
                Result.extra["extractor_fingerprint"].as_string(), Result.extra["ref_key"].as_string(),
                Run.weighting, Run.config["weighting"].as_string(), Run.seed, Result.value, Result.num_gen,
-               Result.extractor, Result.run_id, Run.experiment_id, Experiment.code_version)
+               Result.extractor, Result.run_id, Run.experiment_id, Experiment.code_version,
+               Result.extra["floor"].as_float())
         .select_from(Result)
         .join(Run, Result.run_id == Run.id)
         .join(Experiment, Run.experiment_id == Experiment.id)
@@ -67,3 +69,8 @@ def filter_options(session: Session) -> dict[str, list[str]]:
     rows = session.execute(select(Run.dataset, Result.metric, Result.sampler, Run.experiment_id)
                            .join(Run, Result.run_id == Run.id).distinct()).all()
     return {k: sorted({r[i] for r in rows}) for i, k in enumerate(("dataset", "metric", "sampler", "experiment"))}
+
+
+def results_version(session: Session) -> int | None:
+    """The counter the database moves on every change the leaderboard can see (None: no counter row)."""
+    return session.scalar(select(ResultsVersion.version).where(ResultsVersion.id == 1))

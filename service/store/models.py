@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -196,3 +197,14 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ResultsVersion(Base):
+    """One row (id 1) whose `version` the database's own triggers move on every change the
+    leaderboard can see (migration 0005): a leaderboard cached under a version is valid exactly
+    while it stands."""
+
+    __tablename__ = "results_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)

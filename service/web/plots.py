@@ -34,9 +34,27 @@ def _log_ticks(ax, values: Iterable[int]) -> None:
         ax.xaxis.set_minor_locator(NullLocator())
 
 
+def ci95(cell: Mapping) -> float:
+    """Half-width of the 95% t-interval of a cell's mean over its seeds (0 for one seed)."""
+    n = cell["n"]
+    if n < 2:
+        return 0.0
+    from scipy.stats import t  # heavy: only when a plot is drawn
+
+    return float(t.ppf(0.975, n - 1)) * cell["std"] / n ** 0.5
+
+
+def _floor(ax, rows: Sequence[Mapping], x: str) -> None:
+    """The rows' floor (held-out real images at the same N) as a dashed line."""
+    pts = sorted((r[x], r["floor"]) for r in rows if r.get("floor") is not None)
+    if pts:
+        ax.plot([p for p, _ in pts], [f for _, f in pts], ls="--", color="black", lw=1, label="floor (real images)")
+
+
 def metric_vs_steps(rows: Sequence[Mapping], columns: Sequence[str], *, metric: str, title: str) -> bytes:
-    """The paper's Fig. 7b: metric vs sampling steps T, one line per weighting, error bars = std over seeds.
-    `rows` are leaderboard rows (dicts with num_steps and cells)."""
+    """The paper's Fig. 7b: metric vs sampling steps T, one line per weighting, whiskers = the 95%
+    interval of the mean over seeds, the floor dashed. `rows` are leaderboard rows (dicts with
+    num_steps, cells and floor)."""
     fig = _figure(4.8, 3.2)
     ax = fig.add_subplot()
     for w in columns:
@@ -44,7 +62,8 @@ def metric_vs_steps(rows: Sequence[Mapping], columns: Sequence[str], *, metric: 
         if not pts:
             continue
         ts = [t for t, _ in pts]
-        ax.errorbar(ts, [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts], marker="o", ms=4, capsize=3, label=w)
+        ax.errorbar(ts, [c["mean"] for _, c in pts], yerr=[ci95(c) for _, c in pts], marker="o", ms=4, capsize=3, label=w)
+    _floor(ax, rows, "num_steps")
     ax.set_xscale("log")
     _log_ticks(ax, {r["num_steps"] for r in rows})
     ax.set_xlabel("sampling steps T")
@@ -58,8 +77,9 @@ def metric_vs_steps(rows: Sequence[Mapping], columns: Sequence[str], *, metric: 
 
 def metric_vs_training(rows: Sequence[Mapping], columns: Sequence[str], *, metric: str, title: str) -> bytes:
     """The paper's Fig. 7a: metric vs training steps (the checkpoints of `evaluation.at_steps` and
-    the final one), one panel per sampling budget T, one line per weighting, error bars = std over
-    seeds. `rows` are leaderboard rows of one metric with `train_step` (train_steps=all)."""
+    the final one), one panel per sampling budget T, one line per weighting, whiskers = the 95%
+    interval of the mean over seeds, the floor dashed. `rows` are leaderboard rows of one metric
+    with `train_step` (train_steps=all)."""
     ts = sorted({r["num_steps"] for r in rows}) or [0]
     fig = _figure(3.0 * len(ts) + 0.6, 3.0)
     for i, T in enumerate(ts):
@@ -68,8 +88,9 @@ def metric_vs_training(rows: Sequence[Mapping], columns: Sequence[str], *, metri
             pts = sorted(((r["train_step"], r["cells"][w]) for r in rows if r["num_steps"] == T and w in r["cells"]),
                          key=lambda p: p[0])
             if pts:
-                ax.errorbar([s for s, _ in pts], [c["mean"] for _, c in pts], yerr=[c["std"] for _, c in pts],
+                ax.errorbar([s for s, _ in pts], [c["mean"] for _, c in pts], yerr=[ci95(c) for _, c in pts],
                             marker="o", ms=3, capsize=2, label=w, lw=1.2)
+        _floor(ax, [r for r in rows if r["num_steps"] == T], "train_step")
         ax.set_xscale("log")
         _log_ticks(ax, {r["train_step"] for r in rows if r["num_steps"] == T})
         ax.set_title(f"T = {T}", fontsize=9)
