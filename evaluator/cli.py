@@ -110,4 +110,4 @@ def rescore_command(
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
-    app.command("rescore")(rescore_command)
+    app.command("rescore-features")(rescore_command)

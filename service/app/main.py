@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.api import errors, experiments, health, leaderboard, runs, sweeps
+from service.api import errors, experiments, health, leaderboard, rescore, runs, sweeps
 from service.app.middleware import BodySizeLimit, SecurityHeaders
 from service.core.config import Settings, check_shared_storage, get_settings
 from service.core.version import code_version
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     errors.register(app)
-    for module in (experiments, runs, leaderboard, health, sweeps):
+    for module in (experiments, runs, rescore, leaderboard, health, sweeps):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_api_route("/healthz", health.healthz, include_in_schema=False)
     app.add_api_route("/readyz", health.readyz, include_in_schema=False)

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from service.client.http import call, console, err, load_spec, run_cli
+from service.client.http import ApiError, call, console, err, load_spec, run_cli
 
 TERMINAL = {"succeeded", "failed", "cancelled"}  # as the API reports an experiment's or sweep's end
 
@@ -114,15 +114,23 @@ def cancel(experiment_id: str) -> None:
     run_cli(go)
 
 
+VERDICT_MARK = {"better": "▲", "worse": "▼", "tie": "=", "underpowered": "?"}
+
+
 def leaderboard(
     dataset: Optional[str] = typer.Option(None),
     metric: Optional[str] = typer.Option(None),
     sampler: Optional[str] = typer.Option(None),
+    baseline: str = typer.Option("constant", help="the column (or weighting) every cell's verdict compares with"),
+    margin: float = typer.Option(0.05, help="a tie is a 95% interval within ±margin"),
 ) -> None:
-    """Rows (dataset, T) x columns (weighting): mean ± std (n) over seeds; best per row in bold."""
+    """Rows (dataset, T) x columns (weighting): mean ± std (n) over seeds, best per row in bold, and
+    under each cell its verdict against the baseline (▲ better, ▼ worse, = tie, ? underpowered)
+    with the change in %; a last row per table: each weighting's mean rank over T."""
 
     def go():
-        params = {k: v for k, v in dict(dataset=dataset, metric=metric, sampler=sampler).items() if v}
+        params = {k: v for k, v in dict(dataset=dataset, metric=metric, sampler=sampler, baseline=baseline,
+                                        margin=margin).items() if v}
         lb = call("GET", "/leaderboard", params=params)
         lower = {r["lower_is_better"] for r in lb["rows"]}
         direction = "lower" if lower == {True} else "higher" if lower == {False} else "per row: see each metric"
@@ -135,15 +143,29 @@ def leaderboard(
         one_n = next(iter(ns)) if len(ns) == 1 else None  # the same seed count everywhere: say it once
         cell_form = f"mean ± std, {one_n} seed{'s' if one_n != 1 else ''}" if one_n else "mean ± std (seeds)"
         title = f"{' · '.join(fixed) or metric or 'all metrics'} ({direction} is better; {cell_form})"
-        table = Table(*shown, "T", *lb["columns"], title=title)
+        bases = {t["baseline"] for t in lb["tables"] if t["baseline"]}
+        headers = [f"{c} (baseline)" if c in bases else c for c in lb["columns"]]
+        table = Table(*shown, "T", *headers, title=title)
         for row in lb["rows"]:
             cells = []
             for col in lb["columns"]:
                 c = row["cells"].get(col)
                 text = "" if c is None else c["text"] + ("" if one_n else f" ({c['n']})")  # the API's text
-                cells.append(f"[bold green]{text}[/bold green]" if c and c["best"] else text)
+                text = f"[bold green]{text}[/bold green]" if c and c["best"] else text
+                if c and c.get("vs_baseline"):
+                    v = c["vs_baseline"]
+                    change = f" {v['change_pct']:+.1f}%" if v["change_pct"] is not None else ""
+                    text += f"\n{VERDICT_MARK[v['verdict']]} {v['verdict']}{change}"
+                cells.append(text)
             table.add_row(*(row[k] for k in shown), str(row["num_steps"]), *cells)
+        if len(lb["tables"]) == 1 and lb["tables"][0]["mean_ranks"]:  # one table: its summary as the last row
+            ranks = lb["tables"][0]["mean_ranks"]
+            table.add_row(*([""] * len(shown)), "rank", *(f"{ranks[c]:.2f}" if c in ranks else "" for c in lb["columns"]))
         console().print(table)
+        for t in lb["tables"]:
+            if t["baseline"]:
+                console().print(f"{t['metric']} · {t['sampler']} · step {t['train_step']}: against {t['baseline']}: "
+                                f"{t['caption']}", soft_wrap=True)
         prov = lb["provenance"]
         console().print(f"experiments: {', '.join(prov['experiment_ids']) or '-'}; config hashes: "
                       f"{', '.join(prov['config_hashes']) or '-'}; code: {', '.join(prov['code_versions']) or '-'}")
@@ -204,6 +226,27 @@ def wait_sweep(sweep_id: str, poll: float) -> dict:
     return sw
 
 
+def rescore(
+    run_ids: list[str] = typer.Argument(None, help="run ids (run_...)"),
+    metric: str = typer.Option(..., "--metric", help="comma-separated, e.g. fd_digits_inf,kid"),
+    experiment: Optional[str] = typer.Option(None, help="every succeeded run of this experiment"),
+) -> None:
+    """Score finished runs' stored features with more metrics, without sampling again."""
+
+    def go():
+        ids = list(run_ids or [])
+        if experiment:
+            ids += [r["id"] for r in call("GET", f"/experiments/{experiment}")["runs"] if r["status"] == "succeeded"]
+        if not ids:
+            raise ApiError("name runs or --experiment")
+        metrics = [m.strip() for m in metric.split(",") if m.strip()]
+        for run_id in ids:
+            done = call("POST", f"/runs/{run_id}/rescore", json={"metrics": metrics})
+            console().print(f"{run_id}: {done['added']} new result(s)")
+
+    run_cli(go)
+
+
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("list")(list_cmd)
@@ -211,3 +254,4 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel)
     app.command("leaderboard")(leaderboard)
     app.command("sweep")(sweep)
+    app.command("rescore")(rescore)

@@ -150,7 +150,7 @@ def main() -> int:
                              f"(a `ray stop` elsewhere on this machine also stops the service's Ray)") from None
         status = final["status"]
         for metric in spec["evaluation"]["metrics"]:
-            commands.leaderboard(dataset="digits", metric=metric, sampler="ddpm")
+            commands.leaderboard(dataset="digits", metric=metric, sampler="ddpm", baseline="constant", margin=0.05)
         page = save_static(url, token, exp["id"], out)
         shot = screenshot(page.as_uri(), out)
         print(f"\nleaderboard page (while the service runs): {url}/leaderboard?experiment={exp['id']} (it asks for a token)")

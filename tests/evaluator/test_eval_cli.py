@@ -41,12 +41,12 @@ def test_eval_out_dir_then_rescore(tmp_path, data_dir):
     assert r.exit_code == 0, r.output
     (row,) = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert (tmp_path / "out" / row["features"]).is_file()
-    r = CliRunner().invoke(_app(), ["rescore", "--features", str(tmp_path / "out" / "features"), "--metric", "fd_digits,cs_digits",
+    r = CliRunner().invoke(_app(), ["rescore-features", "--features", str(tmp_path / "out" / "features"), "--metric", "fd_digits,cs_digits",
                                     "--data-dir", str(data_dir), "--json"])
     assert r.exit_code == 0, r.output
     rows = {x["metric"]: x for x in (json.loads(line) for line in r.stdout.splitlines() if line.startswith("{"))}
     assert set(rows) == {"fd_digits", "cs_digits"} and rows["fd_digits"]["value"] == row["value"]
-    r = CliRunner().invoke(_app(), ["rescore", "--features", str(tmp_path / "out" / "features"), "--metric", "fid",
+    r = CliRunner().invoke(_app(), ["rescore-features", "--features", str(tmp_path / "out" / "features"), "--metric", "fid",
                                     "--data-dir", str(data_dir)])
     assert r.exit_code == 2 and "no stored inception features" in r.output
 
@@ -78,4 +78,4 @@ def test_root_app_has_eval():
     from service.client.cli import app
 
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
-    assert {"eval", "rescore"} <= names
+    assert {"eval", "rescore-features"} <= names

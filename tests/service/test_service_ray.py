@@ -127,6 +127,17 @@ def test_end_to_end_tiny_experiment_reaches_the_leaderboard(ray_cluster, tmp_pat
         assert "samples_T5.png" in artifacts and "analyses.json" in artifacts, artifacts
         png = c.get(f"/runs/{run['id']}/artifacts/samples_T5.png")
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        # the features were kept: a new metric for the finished runs, without sampling again
+        for run_id in exp["run_ids"]:
+            done = c.post(f"/runs/{run_id}/rescore", json={"metrics": ["fd_digits", "cs_digits"]})
+            assert done.status_code == 200 and done.json()["added"] == 4, done.text  # 2 checkpoints x 2 T; fd_digits kept
+        scored = c.get("/leaderboard", params={"metric": "cs_digits"}).json()
+        assert [(row["num_steps"], sorted(row["cells"])) for row in scored["rows"]] == [(5, ["constant", "debias"]),
+                                                                                      (20, ["constant", "debias"])]
+        again = {r["num_steps"]: r["value"] for r in c.get(f"/runs/{run['id']}/results").json()["results"]
+                 if r["metric"] == "fd_digits" and r["train_step"] == 100}
+        assert again == {row["num_steps"]: row["cells"]["constant"]["mean"] for row in lb["rows"]}  # unchanged
+        assert c.post(f"/runs/{exp['run_ids'][0]}/rescore", json={"metrics": ["fd_colors"]}).status_code == 422
 
 
 def test_cancel_stops_ray_work_within_seconds(ray_cluster, tmp_path, shared_data_dir, live_server):
