@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 
 from common import add_json_arg, now, percentile, row, throwaway_postgres, write_json
-from service.store import crud
+from service.store import tokens as tokens_store
 from service.core.config import Settings
 from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 from service.app.main import create_app
@@ -59,7 +59,7 @@ def bench(url: str, requests: int, concurrency: int) -> dict[str, dict]:
     upgrade(url)
     engine = make_engine(url)
     with session_scope(make_sessionmaker(engine)) as s:
-        _, token = crud.create_token(s, name="bench")
+        _, token = tokens_store.create_token(s, name="bench")
     engine.dispose()
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

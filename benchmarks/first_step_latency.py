@@ -51,7 +51,7 @@ def service_latency(batch_size: int, timeout: float) -> dict:
     """(POST -> training loop start, POST -> first metrics point via the API) in seconds."""
     import httpx
 
-    from service.store import crud
+    from service.store import tokens as tokens_store
     from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
     from service.client.demo import free_port, session_pids, wait_healthy
 
@@ -61,7 +61,7 @@ def service_latency(batch_size: int, timeout: float) -> dict:
         upgrade(db_url)
         engine = make_engine(db_url)
         with session_scope(make_sessionmaker(engine)) as s:
-            _, token = crud.create_token(s, name="bench")
+            _, token = tokens_store.create_token(s, name="bench")
         engine.dispose()
         port = free_port()
         url = f"http://127.0.0.1:{port}"

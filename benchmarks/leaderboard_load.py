@@ -6,7 +6,7 @@ SQLite and/or PostgreSQL. Reports requests/s of each, their ratio, and p50/p99 l
         [--postgres postgresql://postgres@127.0.0.1:5432/test] [--json PATH]
     python benchmarks/leaderboard_load.py --results 400 --seconds 1 --rounds 1   # smallest, to prove it runs
 
-- The results are written straight through service.crud (experiments as the API would create
+- The results are written straight through the service's store (experiments as the API would create
   them, runs marked succeeded, `record_results`), not by training: 50 experiments x 5 weightings
   x 2 seeds = 500 runs, each with 5 T x 2 samplers x 2 metrics = 20 results (for --results 10000);
   5 training setups, so the unfiltered board has 100 rows of 5 cells with n = 20 seeds-and-repeats.
@@ -16,8 +16,14 @@ SQLite and/or PostgreSQL. Reports requests/s of each, their ratio, and p50/p99 l
   returning a small dict, so both go through the same middleware, threadpool and JSON encoder.
 - Rounds alternate bare / leaderboard (`--rounds`, `--seconds` each), so load changes on a shared
   machine hit both; requests/s and percentiles are over all rounds of each endpoint.
-- Three endpoints: the bare one, the unfiltered board (every result aggregated) and the board of
-  one table of the page (`dataset`, `metric`, `sampler` filters).
+- Four endpoints: the bare one, the unfiltered board (every result aggregated), the board of one
+  table of the page (`dataset`, `metric`, `sampler` filters) and the page itself. The board is
+  cached under the database's results version (service.api.cache): after the warm-up request,
+  each request costs one one-row query and the cached bytes, which is what this measures
+  (steady state between changes); the first request after a change pays the aggregation, timed
+  apart as `first_ms` (cold: the version moved).
+- Targets (issue "A leaderboard that decides"): the API's p99 <= 50 ms and >= 0.5x the bare
+  endpoint's requests/s, the page's p99 <= 100 ms; at 10,000 and 100,000 results.
 """
 from __future__ import annotations
 
@@ -50,8 +56,12 @@ def seed_results(url: str, num_results: int) -> str:
     """Migrate, store `num_results` results of succeeded runs, return a fresh API token."""
     from sqlalchemy import update
 
-    from service.store import crud
-    from service.domain import spec as schemas
+    from service.domain import experiments as domain_experiments
+
+    from service.store import runs as runs_store
+
+    from service.store import tokens as tokens_store
+    from service.domain.spec import ExperimentSpec
     from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
     from service.core.lifecycle import RunStatus
     from service.store.models import Run
@@ -64,24 +74,24 @@ def seed_results(url: str, num_results: int) -> str:
     num_exps = max(1, -(-num_results // per_exp))
     left = num_results
     for e in range(num_exps):
-        spec = schemas.ExperimentSpec.model_validate({
+        spec = ExperimentSpec.model_validate({
             "name": f"bench-{e}", "datasets": [{"name": "digits"}],
             "weightings": [{"name": w} for w in WEIGHTINGS], "model": {"preset": "tiny"},
             "training": {"steps": SETUP_STEPS[e % len(SETUP_STEPS)], "seeds": [0, 1]},
             "evaluation": {"steps": T_VALUES, "samplers": SAMPLERS, "metrics": METRICS, "num_samples": 1000},
         })
         with session_scope(factory) as s:
-            exp, _ = crud.create_experiment(s, spec=spec, code_version="bench")
+            exp, _ = domain_experiments.create_experiment(s, spec=spec, code_version="bench")
             s.execute(update(Run).where(Run.experiment_id == exp.id).values(status=RunStatus.SUCCEEDED.value))
             for k, run in enumerate(exp.runs):
                 cells = [(t, smp, m) for t in T_VALUES for smp in SAMPLERS for m in METRICS][: max(0, left)]
                 left -= len(cells)
-                crud.record_results(s, run_id=run.id, results=[
+                runs_store.record_results(s, run_id=run.id, results=[
                     {"num_steps": t, "sampler": smp, "metric": m, "value": 10.0 + (e * 7 + k * 3 + t) % 17 / 3,
                      "num_gen": 1000, "extractor": m, "extractor_fingerprint": f"fp-{m}", "ref_key": f"digits-train-{m}"}
                     for t, smp, m in cells])
     with session_scope(factory) as s:
-        _, token = crud.create_token(s, name="bench")
+        _, token = tokens_store.create_token(s, name="bench")
     engine.dispose()
     return token
 
@@ -159,12 +169,17 @@ def bench(url: str, args) -> dict:
         try:
             headers = {"Authorization": f"Bearer {token}"}
             paths = {"bare": BARE_PATH, "leaderboard": "/api/v1/leaderboard",
-                     "leaderboard_filtered": f"/api/v1/leaderboard?{urlencode(FILTERED)}"}
+                     "leaderboard_filtered": f"/api/v1/leaderboard?{urlencode(FILTERED)}", "page": "/leaderboard"}
             deadline = time.time() + 120
             while True:  # up, and one warm-up request each (first-request costs are not steady state)
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-                    checks = {k: _get(conn, p, headers) for k, p in paths.items()}
+                    first_ms = {}
+                    checks = {}
+                    for k, p in paths.items():
+                        t1 = time.perf_counter()
+                        checks[k] = _get(conn, p, headers)
+                        first_ms[k] = (time.perf_counter() - t1) * 1000
                     conn.close()
                     break
                 except OSError:
@@ -193,7 +208,7 @@ def bench(url: str, args) -> dict:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    out = {"seeded_s": seeded_s, "rows": len(board["rows"]), "columns": len(board["columns"])}
+    out = {"seeded_s": seeded_s, "rows": len(board["rows"]), "columns": len(board["columns"]), "first_ms": first_ms}
     for k, a in acc.items():
         ms = [x * 1000 for x in a["lat"]]
         out[k] = {"n": len(ms), "req_per_s": len(ms) / a["wall"], "p50_ms": percentile(ms, 0.5),
@@ -208,12 +223,19 @@ def rows_for(db: str, res: dict, args) -> list[dict]:
     out = []
     for k, label in (("leaderboard", "all results"), ("leaderboard_filtered", "one table: " + ",".join(FILTERED.values()))):
         lb = res[k]
-        out.append(row(
-            f"control plane: GET /api/v1/leaderboard ({label}) vs bare JSON endpoint, {args.results} results, {db}",
-            lb["req_per_s"], bare["req_per_s"], unit="req/s",
-            notes=f"p50/p99 {lb['p50_ms']:.0f}/{lb['p99_ms']:.0f} ms vs {bare['p50_ms']:.1f}/{bare['p99_ms']:.1f} ms; "
-                  f"{lb['response_bytes'] // 1024} KiB ({res['rows'] if k == 'leaderboard' else 'fewer'} rows); "
-                  f"{args.concurrency} clients, {args.rounds} x {args.seconds:g}s each"))
+        common = (f"{lb['response_bytes'] // 1024} KiB ({res['rows'] if k == 'leaderboard' else 'fewer'} rows); "
+                  f"{args.concurrency} clients, {args.rounds} x {args.seconds:g}s each; first request after a change "
+                  f"{res['first_ms'][k]:.0f} ms")
+        out.append(row(f"control plane: GET /api/v1/leaderboard ({label}) vs bare JSON endpoint, {args.results} results, {db}",
+                       lb["req_per_s"], bare["req_per_s"], unit="req/s", target="ratio >= 0.5",
+                       notes=f"p50/p99 {lb['p50_ms']:.1f}/{lb['p99_ms']:.1f} ms vs {bare['p50_ms']:.1f}/{bare['p99_ms']:.1f} ms; "
+                             + common))
+        out.append(row(f"control plane: GET /api/v1/leaderboard ({label}) p99, {args.results} results, {db}",
+                       lb["p99_ms"], unit="ms", target="ours <= 50", notes=common))
+    page = res["page"]
+    out.append(row(f"control plane: GET /leaderboard (the page) p99, {args.results} results, {db}", page["p99_ms"], unit="ms",
+                   target="ours <= 100", notes=f"{page['req_per_s']:.0f} req/s; {page['response_bytes'] // 1024} KiB; "
+                                               f"first request after a change {res['first_ms']['page']:.0f} ms"))
     return out
 
 

@@ -64,9 +64,9 @@ ANALYSIS = {
         "`randn` call per image per step, which DDPMPipeline does not pay and cannot offer."
     ),
     "leaderboard": (
-        "Leaderboard: profiled in-process (cProfile of `crud.leaderboard` over 10,000 results): "
+        "Leaderboard: profiled in-process (cProfile of `domain_leaderboard.leaderboard` over 10,000 results): "
         "~90% of a request was SQLAlchemy building 10,000 `Result` ORM objects (identity map, JSON "
-        "decoding of `extra`). `crud.leaderboard` now selects plain columns and lets the database "
+        "decoding of `extra`). `domain_leaderboard.leaderboard` now selects plain columns and lets the database "
         "extract the two keys it needs from `extra` (json_extract / ->>): the function went from "
         "~1-3 s to ~0.1-0.2 s on this loaded machine, output identical on SQLite and PostgreSQL (checked against the previous code for "
         "four filter combinations). No index was needed (no migration): 10,000 rows scan in "

@@ -6,6 +6,7 @@ a full model, and its slice of the global batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -59,9 +60,19 @@ def dataset_size(spec: DatasetSpec) -> tuple[int, int, int]:
 def training_footprint(cfg: TrainConfig, *, num_workers: int = 1) -> Footprint:
     """Bytes one worker of a run needs (float32 throughout; bf16 autocast on CUDA needs less)."""
     n, channels, res = dataset_size(cfg.dataset)
+    params, per_sample = _model_size(cfg.preset, channels, res, cfg.class_conditional, cfg.learn_sigma)
+    per_worker_batch = -(-cfg.batch_size // num_workers)
+    return Footprint(data_bytes=n * channels * res * res * 4, model_bytes=params * BYTES_PER_PARAM,
+                     activation_bytes=per_sample * 4 * per_worker_batch, num_images=n, params=params)
+
+
+@lru_cache(maxsize=256)
+def _model_size(preset: str, channels: int, res: int, class_conditional: bool, learn_sigma: bool) -> tuple[int, int]:
+    """(parameters, activation values one sample keeps for the backward pass) of a UNet, from one
+    forward on the meta device (cached: the same model is asked about again and again)."""
     with torch.device("meta"):
-        model = build_unet(cfg.preset, in_channels=channels, sample_size=res,
-                           num_classes=10 if cfg.class_conditional else None, learn_sigma=cfg.learn_sigma)
+        model = build_unet(preset, in_channels=channels, sample_size=res, num_classes=10 if class_conditional else None,
+                           learn_sigma=learn_sigma)
     params = sum(p.numel() for p in model.parameters())
     saved = 0
 
@@ -74,14 +85,12 @@ def training_footprint(cfg: TrainConfig, *, num_workers: int = 1) -> Footprint:
     hooks = [m.register_forward_hook(count) for m in model.modules() if not any(True for _ in m.children())]
     try:
         x = torch.empty(1, channels, res, res, device="meta")
-        labels = torch.zeros(1, dtype=torch.long, device="meta") if cfg.class_conditional else None
+        labels = torch.zeros(1, dtype=torch.long, device="meta") if class_conditional else None
         model(x, torch.zeros(1, dtype=torch.long, device="meta"), class_labels=labels)
     finally:
         for h in hooks:
             h.remove()
-    per_worker_batch = -(-cfg.batch_size // num_workers)
-    return Footprint(data_bytes=n * channels * res * res * 4, model_bytes=params * BYTES_PER_PARAM,
-                     activation_bytes=saved * 4 * per_worker_batch, num_images=n, params=params)
+    return params, saved
 
 
 def human_bytes(n: float) -> str:
