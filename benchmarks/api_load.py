@@ -1,6 +1,10 @@
-"""API load benchmark: concurrent POST /experiments and GET /experiments/{id} against a real
-uvicorn server (dispatcher off), on SQLite and/or PostgreSQL. Prints latency percentiles and
-throughput; the POST p50/p99 at `--concurrency` clients are the rows of docs/BENCHMARKS.md.
+"""API load benchmark: concurrent POST /experiments (12 runs each) and GET /experiments/{id}
+against a real uvicorn server (dispatcher off, auth on) in a subprocess (benchmarks/server.py),
+on SQLite and/or PostgreSQL: `--concurrency` clients in a closed loop (each sends its next
+request when its last is answered), each on a keep-alive connection. Prints latency percentiles
+and throughput; the p50/p99 are the rows of docs/BENCHMARKS.md. In a closed loop the mean latency
+is concurrency / throughput (Little's law), so a p99 target at 50 clients is a throughput target:
+p99 <= 100 ms needs more than 500 requests/s.
 
     python benchmarks/api_load.py --requests 200 --concurrency 50 [--json PATH]
     python benchmarks/api_load.py --postgres postgresql://postgres@127.0.0.1:5432/test
@@ -11,22 +15,15 @@ PostgreSQL: `--postgres` is an admin URL; a throwaway database is created next t
 from __future__ import annotations
 
 import argparse
-import socket
+import json
 import statistics
 import tempfile
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import httpx
-import uvicorn
 
 from common import add_json_arg, now, percentile, row, throwaway_postgres, write_json
+from server import LiveServer, closed_loop, each
+
 from service.store import tokens as tokens_store
-from service.core.config import Settings
 from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
-from service.app.main import create_app
 
 SPEC = {
     "name": "bench",
@@ -36,17 +33,6 @@ SPEC = {
     "training": {"steps": 2000, "seeds": [0, 1, 2]},
     "evaluation": {"steps": [2, 5, 10, 20, 50, 100], "samplers": ["ddpm"], "num_samples": 1000, "metrics": ["fd_digits"]},
 }
-
-
-def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", backlog=512))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def stats(lat_s: list[float], wall: float, codes: set[int]) -> dict:
@@ -62,36 +48,19 @@ def bench(url: str, requests: int, concurrency: int) -> dict[str, dict]:
         _, token = tokens_store.create_token(s, name="bench")
     engine.dispose()
     out: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(Settings(database_url=url, data_dir=Path(tmp), dispatcher_enabled=False))
-        server, thread, base = _serve(app)
-        headers = {"Authorization": f"Bearer {token}"}
-        limits = httpx.Limits(max_connections=concurrency)
-        with httpx.Client(base_url=f"{base}/api/v1", headers=headers, timeout=120, limits=limits) as c:
-            def post(i: int) -> tuple[float, int, str]:
-                t0 = time.perf_counter()
-                r = c.post("/experiments", json={**SPEC, "name": f"bench-{i}"})
-                return time.perf_counter() - t0, r.status_code, r.json().get("id", "")
-
-            def get(exp_id: str) -> tuple[float, int, str]:
-                t0 = time.perf_counter()
-                r = c.get(f"/experiments/{exp_id}")
-                return time.perf_counter() - t0, r.status_code, exp_id
-
-            ids: list[str] = []
-            for label, fn in (("POST /experiments", post), ("GET /experiments/{id}", get)):
-                args = range(requests) if fn is post else ids
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(concurrency) as pool:
-                    res = list(pool.map(fn, args))
-                st = stats([o[0] for o in res], time.perf_counter() - t0, {o[1] for o in res})
-                ids = [o[2] for o in res]
-                out[label] = st
-                print(f"  {label:24s} n={st['n']} c={concurrency} status={st['status']} {st['req_per_s']:7.1f} req/s  "
-                      f"p50 {st['p50_ms']:6.1f} ms  p95 {st['p95_ms']:6.1f} ms  p99 {st['p99_ms']:6.1f} ms  "
-                      f"max {st['max_ms']:6.1f} ms", flush=True)
-        server.should_exit = True
-        thread.join(10)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with tempfile.TemporaryDirectory() as tmp, LiveServer(url, tmp) as port:
+        posts = [("POST", "/api/v1/experiments", json.dumps({**SPEC, "name": f"bench-{i}"}).encode()) for i in range(requests)]
+        lat, wall, codes, bodies = closed_loop(port, each(posts), headers, concurrency, keep_bodies=True)
+        out["POST /experiments"] = stats(lat, wall, codes)
+        ids = [json.loads(b).get("id", "") for b in bodies]
+        gets = [("GET", f"/api/v1/experiments/{i}", None) for i in ids]
+        lat, wall, codes, _ = closed_loop(port, each(gets), headers, concurrency)
+        out["GET /experiments/{id}"] = stats(lat, wall, codes)
+    for label, st in out.items():
+        print(f"  {label:24s} n={st['n']} c={concurrency} status={st['status']} {st['req_per_s']:7.1f} req/s  "
+              f"p50 {st['p50_ms']:6.1f} ms  p95 {st['p95_ms']:6.1f} ms  p99 {st['p99_ms']:6.1f} ms  "
+              f"max {st['max_ms']:6.1f} ms", flush=True)
     return out
 
 
@@ -101,7 +70,7 @@ def rows_for(db: str, res: dict[str, dict], concurrency: int) -> list[dict]:
     return [
         row(f"control plane: POST /experiments p99, {concurrency} concurrent clients, {db}", post["p99_ms"], unit="ms",
             notes=f"p50 {post['p50_ms']:.0f} ms, {post['req_per_s']:.1f} req/s, {post['n']} requests ({ok}), "
-                  f"12 runs each; server in-process (uvicorn, 1 worker), dispatcher off"),
+                  f"12 runs each; server in a subprocess (uvicorn, 1 worker), dispatcher off"),
         row(f"control plane: GET /experiments/{{id}} p99, {concurrency} concurrent clients, {db}", get["p99_ms"], unit="ms",
             notes=f"p50 {get['p50_ms']:.0f} ms, {get['req_per_s']:.1f} req/s, {get['n']} requests"),
     ]

@@ -11,9 +11,10 @@ SQLite and/or PostgreSQL. Reports requests/s of each, their ratio, and p50/p99 l
   x 2 seeds = 500 runs, each with 5 T x 2 samplers x 2 metrics = 20 results (for --results 10000);
   5 training setups, so the unfiltered board has 100 rows of 5 cells with n = 20 seeds-and-repeats.
 - The server is `snrlab`'s own app (dispatcher off, auth on: every request carries a token) in a
-  uvicorn subprocess, so the load generator (threads with keep-alive `http.client` connections,
-  in this process) does not share the server's interpreter. The bare endpoint is a sync route
-  returning a small dict, so both go through the same middleware, threadpool and JSON encoder.
+  uvicorn subprocess (benchmarks/server.py), so the load generator (threads with keep-alive
+  `http.client` connections, in this process) does not share the server's interpreter. The bare
+  endpoint is a sync route returning a small dict, so both go through the same middleware,
+  threadpool and JSON encoder.
 - Rounds alternate bare / leaderboard (`--rounds`, `--seconds` each), so load changes on a shared
   machine hit both; requests/s and percentiles are over all rounds of each endpoint.
 - Four endpoints: the bare one, the unfiltered board (every result aggregated), the board of one
@@ -30,20 +31,15 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlencode
 
 from common import add_json_arg, now, percentile, row, throwaway_postgres, write_json
+from server import BARE_PATH, LiveServer, closed_loop, for_seconds, request
 
 HERE = Path(__file__).resolve().parent
-BARE_PATH = "/api/v1/bench/bare"
 WEIGHTINGS = ["constant", "debias", "p2", "min_snr", "inv_snr"]
 SETUP_STEPS = [1000, 2000, 3000, 4000, 5000]  # training steps: 5 setups (config hashes) of the leaderboard
 T_VALUES = [2, 5, 10, 20, 50]
@@ -56,14 +52,12 @@ def seed_results(url: str, num_results: int) -> str:
     """Migrate, store `num_results` results of succeeded runs, return a fresh API token."""
     from sqlalchemy import update
 
-    from service.domain import experiments as domain_experiments
-
-    from service.store import runs as runs_store
-
-    from service.store import tokens as tokens_store
-    from service.domain.spec import ExperimentSpec
-    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
     from service.core.lifecycle import RunStatus
+    from service.domain import experiments as domain_experiments
+    from service.domain.spec import ExperimentSpec
+    from service.store import runs as runs_store
+    from service.store import tokens as tokens_store
+    from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
     from service.store.models import Run
 
     upgrade(url)
@@ -96,118 +90,39 @@ def seed_results(url: str, num_results: int) -> str:
     return token
 
 
-def serve(database_url: str, port: int, data_dir: str) -> None:
-    """The server process: snrlab's app plus the bare endpoint, on one uvicorn worker."""
-    import uvicorn
-
-    from service.core.config import Settings
-    from service.app.main import create_app
-
-    app = create_app(Settings(database_url=database_url, data_dir=Path(data_dir), dispatcher_enabled=False))
-
-    def bare() -> dict:
-        return {"status": "ok", "rows": [], "note": "benchmark baseline: no database, no work"}
-
-    app.add_api_route(BARE_PATH, bare, include_in_schema=False)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, backlog=512)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(conn: http.client.HTTPConnection, path: str, headers: dict) -> tuple[int, bytes]:
-    conn.request("GET", path, headers=headers)
-    r = conn.getresponse()
-    return r.status, r.read()
-
-
-def load(port: int, path: str, headers: dict, seconds: float, concurrency: int) -> tuple[list[float], float, set[int], int]:
-    """`concurrency` threads, each on one keep-alive connection, GET `path` for `seconds`."""
-    lat: list[float] = []
-    codes: set[int] = set()
-    size = [0]
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-
-    def worker():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        mine = []
-        try:
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                status, body = _get(conn, path, headers)
-                mine.append(time.perf_counter() - t0)
-                with lock:
-                    codes.add(status)
-                    size[0] = len(body)
-        finally:
-            conn.close()
-            with lock:
-                lat.extend(mine)
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return lat, time.perf_counter() - t0, codes, size[0]
-
-
 def bench(url: str, args) -> dict:
     t0 = time.perf_counter()
     token = seed_results(url, args.results)
     seeded_s = time.perf_counter() - t0
     print(f"  {args.results} results stored in {seeded_s:.1f}s", flush=True)
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.Popen([sys.executable, str(HERE / "leaderboard_load.py"), "--serve", url, str(port), tmp], env=env)
-        try:
-            headers = {"Authorization": f"Bearer {token}"}
-            paths = {"bare": BARE_PATH, "leaderboard": "/api/v1/leaderboard",
-                     "leaderboard_filtered": f"/api/v1/leaderboard?{urlencode(FILTERED)}", "page": "/leaderboard"}
-            deadline = time.time() + 120
-            while True:  # up, and one warm-up request each (first-request costs are not steady state)
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-                    first_ms = {}
-                    checks = {}
-                    for k, p in paths.items():
-                        t1 = time.perf_counter()
-                        checks[k] = _get(conn, p, headers)
-                        first_ms[k] = (time.perf_counter() - t1) * 1000
-                    conn.close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise SystemExit(f"the benchmark server did not start (exit code {proc.poll()})") from None
-                    time.sleep(0.3)
-            for k, (status, body) in checks.items():
-                if status != 200:
-                    raise SystemExit(f"GET {paths[k]} answered {status}: {body[:300]!r}")
-            board = json.loads(checks["leaderboard"][1])
-            n_cells = sum(c["n"] for r in board["rows"] for c in r["cells"].values())
-            if n_cells != args.results:
-                raise SystemExit(f"the leaderboard aggregates {n_cells} results, expected {args.results}")
-            acc = {k: {"lat": [], "wall": 0.0, "codes": set(), "bytes": 0} for k in paths}
-            for _ in range(args.rounds):
-                for k in paths:
-                    lat, wall, codes, size = load(port, paths[k], headers, args.seconds, args.concurrency)
-                    a = acc[k]
-                    a["lat"] += lat
-                    a["wall"] += wall
-                    a["codes"] |= codes
-                    a["bytes"] = size
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with tempfile.TemporaryDirectory() as tmp, LiveServer(url, tmp) as port:
+        headers = {"Authorization": f"Bearer {token}"}
+        paths = {"bare": BARE_PATH, "leaderboard": "/api/v1/leaderboard",
+                 "leaderboard_filtered": f"/api/v1/leaderboard?{urlencode(FILTERED)}", "page": "/leaderboard"}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        first_ms, checks = {}, {}
+        for k, p in paths.items():  # one warm-up request each (first-request costs are not steady state)
+            t1 = time.perf_counter()
+            checks[k] = request(conn, "GET", p, headers)
+            first_ms[k] = (time.perf_counter() - t1) * 1000
+        conn.close()
+        for k, (status, body) in checks.items():
+            if status != 200:
+                raise SystemExit(f"GET {paths[k]} answered {status}: {body[:300]!r}")
+        board = json.loads(checks["leaderboard"][1])
+        n_cells = sum(c["n"] for r in board["rows"] for c in r["cells"].values())
+        if n_cells != args.results:
+            raise SystemExit(f"the leaderboard aggregates {n_cells} results, expected {args.results}")
+        acc = {k: {"lat": [], "wall": 0.0, "codes": set(), "bytes": 0} for k in paths}
+        for _ in range(args.rounds):
+            for k in paths:
+                lat, wall, codes, bodies = closed_loop(port, for_seconds("GET", paths[k], args.seconds), headers,
+                                                       args.concurrency)
+                a = acc[k]
+                a["lat"] += lat
+                a["wall"] += wall
+                a["codes"] |= codes
+                a["bytes"] = len(bodies[-1]) if bodies else 0
     out = {"seeded_s": seeded_s, "rows": len(board["rows"]), "columns": len(board["columns"]), "first_ms": first_ms}
     for k, a in acc.items():
         ms = [x * 1000 for x in a["lat"]]
@@ -240,9 +155,6 @@ def rows_for(db: str, res: dict, args) -> list[dict]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve":  # internal: the server process
-        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
-        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0, help="per endpoint per round")

@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from trainer.memo import by_params
+
 SUPPLIED = ("weights", "history")  # filled in by the loss; never tunable parameters
 
 
@@ -130,12 +132,12 @@ def sampler_params(name: str) -> dict[str, float]:
     return {p.name: p.default for p in list(inspect.signature(fn).parameters.values())[1:] if p.name not in SUPPLIED}
 
 
-def validate(name: str, params: dict | None = None) -> dict[str, float]:
+@by_params
+def validate(name: str, params: dict) -> dict[str, float]:
     """Resolve params against the sampler's signature; unknown names or degenerate values raise ValueError."""
     from trainer.schedules import get_schedule
 
     defaults = sampler_params(name)
-    params = dict(params or {})
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         valid = ", ".join(defaults) or "none"

@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from trainer.memo import by_params
+
 from trainer.schedules import log_snr_widths
 
 
@@ -146,10 +148,10 @@ def uses_progress(name: str) -> bool:
     return PROGRESS in inspect.signature(_lookup(name)).parameters
 
 
-def validate(name: str, params: dict | None = None) -> dict[str, float]:
+@by_params
+def validate(name: str, params: dict) -> dict[str, float]:
     """Resolve params against the weighting's signature; unknown names raise ValueError."""
     defaults = weighting_params(name)
-    params = dict(params or {})
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         valid = ", ".join(defaults) or "none"

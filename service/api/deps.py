@@ -1,7 +1,7 @@
 """Request-scoped dependencies as Annotated aliases (swap them with app.dependency_overrides)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -14,9 +14,14 @@ from service.store.db import read_only
 from service.store.tokens import verify_token
 
 
-def get_session(request: Request) -> Iterator[Session]:
+# Async dependencies run on the event loop, sync ones in a worker thread each. Opening a session
+# and the reads of auth and the leaderboard cache are a few indexed one-row reads, so they run on
+# the loop (py-spy: the thread hand-offs, and the GIL convoy they cause, were most of a cached
+# request's time), always in a read-only session: on SQLite a writer's first statement is BEGIN
+# IMMEDIATE, which waits for the write lock, and must never run on the loop.
+async def get_session(request: Request) -> AsyncIterator[Session]:
     with request.app.state.session_factory() as session:
-        if request.method in ("GET", "HEAD"):  # reads never write: no SQLite write lock
+        if is_read(request):  # reads never write: no SQLite write lock
             read_only(session)
         try:
             yield session
@@ -25,7 +30,7 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -40,19 +45,34 @@ _bearer = HTTPBearer(auto_error=False, description="API token from `snrlab token
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_token(session: SessionDep, settings: SettingsDep, creds: Credentials) -> str:
-    """The caller's token id (scope for idempotency keys); 401 without a valid token."""
-    if not settings.auth_enabled:
-        return "anonymous"
+def _token_id(session: Session, creds: HTTPAuthorizationCredentials | None) -> str:
     if creds is None or not creds.credentials:
         raise AuthError("missing bearer token (Authorization: Bearer <token>)")
     return verify_token(session, token=creds.credentials).id
 
 
-def allow_read(session: SessionDep, settings: SettingsDep, creds: Credentials) -> str | None:
+async def require_token(request: Request, settings: SettingsDep, creds: Credentials) -> str:
+    """The caller's token id (scope for idempotency keys); 401 without a valid token. Checked in a
+    read-only session of its own: in the writer's session it would begin the write transaction
+    (SQLite's write lock) before the route has even validated its body."""
+    if not settings.auth_enabled:
+        return "anonymous"
+    with request.app.state.session_factory() as session:
+        return _token_id(read_only(session), creds)
+
+
+async def allow_read(request: Request, session: SessionDep, settings: SettingsDep, creds: Credentials) -> str | None:
+    """The reader's token id (None when reads are public); 401 without a valid token."""
     if settings.public_reads or not settings.auth_enabled:
         return None
-    return require_token(session, settings, creds)
+    if not is_read(request):  # a writer's session: check in a read-only one
+        return await require_token(request, settings, creds)
+    return _token_id(session, creds)
+
+
+def is_read(request: Request) -> bool:
+    """GET and HEAD: their sessions are read-only (get_session), so their reads never wait on a lock."""
+    return request.method in ("GET", "HEAD")
 
 
 WriterDep = Annotated[str, Depends(require_token)]
@@ -66,3 +86,6 @@ ExperimentId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTE
 RunId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
 SweepId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN)]
 Filter = Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00]*$")]
+Cursor = Annotated[str | None, Query(min_length=1, max_length=1000, pattern=r"^[A-Za-z0-9_-]+$",
+                                     description="`next_cursor` of the previous page (keyset pagination)")]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="rows to skip (prefer `cursor`: stable while rows are added)")]

@@ -5,12 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from service.api.deps import ExperimentId, ReaderDep, SessionDep, SettingsDep, WriterDep
+from service.api.deps import Cursor, ExperimentId, Offset, ReaderDep, SessionDep, SettingsDep, WriterDep
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import (
     ExperimentList,
     ExperimentRead,
     ExperimentSummary,
+    RunList,
     SpecCheck,
 )
 from service.domain import experiments, limits
@@ -66,17 +67,25 @@ def validate_experiment(spec: ExperimentSpec, request: Request, settings: Settin
 
 
 @router.get("", response_model=ExperimentList)
-def list_experiments(
-    session: SessionDep, _: ReaderDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-):
-    rows, total = store.list_experiments(session, limit=limit, offset=offset)
+def list_experiments(session: SessionDep, _: ReaderDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                     offset: Offset = 0, cursor: Cursor = None):
+    """Newest first, a page at a time: follow `next_cursor` (or use `offset`)."""
+    rows, total, next_cursor = store.list_experiments(session, limit=limit, offset=offset, cursor=cursor)
     return ExperimentList(items=[ExperimentSummary.model_validate(experiments.experiment_view(e)) for e in rows],
-                          total=total, limit=limit, offset=offset)
+                          total=total, limit=limit, offset=0 if cursor else offset, next_cursor=next_cursor)
+
+
+@router.get("/{experiment_id}/runs", response_model=RunList)
+def list_runs(experiment_id: ExperimentId, session: SessionDep, _: ReaderDep,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: Cursor = None):
+    """The experiment's runs in index order, a page at a time (follow `next_cursor`)."""
+    rows, next_cursor = store.list_runs(session, experiment_id=experiment_id, limit=limit, cursor=cursor)
+    return RunList(experiment_id=experiment_id, items=rows, limit=limit, next_cursor=next_cursor)
 
 
 @router.get("/{experiment_id}", response_model=ExperimentRead)
-def get_experiment(experiment_id: ExperimentId, session: SessionDep, _: ReaderDep):
+async def get_experiment(experiment_id: ExperimentId, session: SessionDep, _: ReaderDep):
+    """The experiment, its runs and its spec. (Async: two indexed reads in a read-only session, on the loop; see api.deps.)"""
     return experiments.experiment_view(store.get_experiment(session, experiment_id=experiment_id))
 
 

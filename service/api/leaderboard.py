@@ -4,13 +4,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from service.api.cache import VersionedCache
+from service.api.cache import cached
 from service.api.deps import Filter, ReaderDep, SessionDep
 from service.api.errors import ERROR_RESPONSES
 from service.domain.leaderboard import DEFAULT_BASELINE, DEFAULT_MARGIN, Leaderboard, leaderboard
 
 router = APIRouter(tags=["leaderboard"], responses=ERROR_RESPONSES)
-CACHE = VersionedCache()
 
 Baseline = Annotated[str, Query(min_length=1, max_length=200, pattern=r"^[^\x00]*$",
                                 description="the column the verdicts compare with: a column or a weighting's name")]
@@ -18,7 +17,7 @@ Margin = Annotated[float, Query(gt=0, lt=1, description="a tie is a 95% interval
 
 
 @router.get("/leaderboard", response_model=Leaderboard, responses={304: {"description": "not modified (If-None-Match)"}})
-def get_leaderboard(request: Request, session: SessionDep, _: ReaderDep, dataset: Filter = None, metric: Filter = None,
+async def get_leaderboard(request: Request, session: SessionDep, _: ReaderDep, dataset: Filter = None, metric: Filter = None,
                     sampler: Filter = None, experiment: Filter = None, train_steps: Literal["final", "all"] = "final",
                     baseline: Baseline = DEFAULT_BASELINE, margin: Margin = DEFAULT_MARGIN):
     """Rows (dataset, training step, T) x columns (weighting): mean, std and n over seeds, the best
@@ -28,5 +27,5 @@ def get_leaderboard(request: Request, session: SessionDep, _: ReaderDep, dataset
     (an ETag; If-None-Match gives 304)."""
     params = dict(dataset=dataset, metric=metric, sampler=sampler, experiment_id=experiment, train_steps=train_steps,
                   baseline=baseline, margin=margin)
-    return CACHE.respond(request, session, ("api", *sorted(params.items())),
+    return await cached(request, session, ("api", *sorted(params.items())),
                          lambda: leaderboard(session, **params).model_dump_json().encode(), "application/json")

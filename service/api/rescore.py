@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from evaluator.config import Metric
 from service.api.deps import RunId, SessionDep, SettingsDep, WriterDep
 from service.api.errors import ERROR_RESPONSES
-from service.domain.rescore import rescore_run
+from service.runtime.rescore import rescore_run
 from service.domain.spec import RequestModel
 from service.store import runs as store
 

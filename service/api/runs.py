@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from service.api import schemas
-from service.api.deps import ReaderDep, RunId, SessionDep, SettingsDep
+from service.api.deps import Cursor, ReaderDep, RunId, SessionDep, SettingsDep
 from service.api.errors import ERROR_RESPONSES
 from service.runtime import paths
 from service.store import runs as store
@@ -15,7 +15,8 @@ router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
 
 
 @router.get("/{run_id}", response_model=schemas.RunRead)
-def get_run(run_id: RunId, session: SessionDep, _: ReaderDep):
+async def get_run(run_id: RunId, session: SessionDep, _: ReaderDep):
+    """The run, its attempts and its resolved config. (Async: indexed reads in a read-only session, on the loop; see api.deps.)"""
     return store.get_run(session, run_id=run_id)
 
 
@@ -26,13 +27,15 @@ def get_metrics(
 ):
     """Loss curves: one point per logged step (loss and the per-quartile MSE the trainer logs)."""
     points = store.get_metrics(session, run_id=run_id, since_step=since_step, limit=limit)
-    return schemas.MetricsRead(run_id=run_id, points=points)
+    return schemas.MetricsRead(run_id=run_id, points=points, next_since_step=points[-1].step if len(points) == limit else None)
 
 
 @router.get("/{run_id}/results", response_model=schemas.ResultsRead)
-def get_results(run_id: RunId, session: SessionDep, _: ReaderDep):
-    run, rows = store.get_results(session, run_id=run_id)
-    return schemas.ResultsRead(run_id=run.id, status=run.status, results=rows)
+def get_results(run_id: RunId, session: SessionDep, _: ReaderDep, limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+                cursor: Cursor = None):
+    """Every evaluated cell of the run, or a page of them with `limit` (follow `next_cursor`)."""
+    run, rows, next_cursor = store.get_results(session, run_id=run_id, limit=limit, cursor=cursor)
+    return schemas.ResultsRead(run_id=run.id, status=run.status, results=rows, next_cursor=next_cursor)
 
 
 @router.get("/{run_id}/artifacts", response_model=list[str])

@@ -84,11 +84,22 @@ class SpecCheck(BaseModel):
     config_hashes: list[str] = Field(description="the training setups (leaderboard tables) of its runs")
 
 
+NEXT_CURSOR = "pass it back as `cursor` for the next page; null on the last page"
+
+
 class ExperimentList(BaseModel):
     items: list[ExperimentSummary]
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+
+
+class RunList(BaseModel):
+    experiment_id: str
+    items: list[RunSummary]
+    limit: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class MetricPointRead(_Read):
@@ -99,6 +110,7 @@ class MetricPointRead(_Read):
 class MetricsRead(BaseModel):
     run_id: str
     points: list[MetricPointRead]
+    next_since_step: int | None = Field(description="pass it back as `since_step` for the next page; null on the last page")
 
 
 class ResultRead(_Read):
@@ -116,6 +128,7 @@ class ResultsRead(BaseModel):
     run_id: str
     status: RunStatus
     results: list[ResultRead]
+    next_cursor: str | None = Field(None, description=NEXT_CURSOR)
 
 
 class TokenCreated(BaseModel):

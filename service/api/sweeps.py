@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service.api.deps import ReaderDep, SessionDep, SettingsDep, SweepId, WriterDep
+from service.api.deps import Cursor, Offset, ReaderDep, SessionDep, SettingsDep, SweepId, WriterDep
 from service.api.errors import ERROR_RESPONSES
 from service.domain import limits, sweeps
 from service.domain.sweep_spec import SweepSpec, check_sweep
@@ -35,12 +35,12 @@ def create_sweep(spec: SweepSpec, request: Request, session: SessionDep, setting
 
 
 @router.get("", response_model=SweepList)
-def list_sweeps(
-    session: SessionDep, _: ReaderDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-):
-    rows, total = store.list_sweeps(session, limit=limit, offset=offset)
-    return SweepList(items=[sweeps.summary_view(s) for s in rows], total=total, limit=limit, offset=offset)
+def list_sweeps(session: SessionDep, _: ReaderDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                offset: Offset = 0, cursor: Cursor = None):
+    """Newest first, a page at a time: follow `next_cursor` (or use `offset`)."""
+    rows, total, next_cursor = store.list_sweeps(session, limit=limit, offset=offset, cursor=cursor)
+    return SweepList(items=[sweeps.summary_view(s) for s in rows], total=total, limit=limit, offset=0 if cursor else offset,
+                     next_cursor=next_cursor)
 
 
 @router.get("/{sweep_id}", response_model=SweepRead)

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.api import errors, experiments, health, leaderboard, rescore, runs, sweeps
+from service.api.cache import VersionedCache
 from service.app.middleware import BodySizeLimit, SecurityHeaders
 from service.core.config import Settings, check_shared_storage, get_settings
 from service.core.version import code_version
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
         await run_in_threadpool(upgrade, url)
         engine = make_engine(url)
         app.state.session_factory = make_sessionmaker(engine)
+        app.state.results_cache = VersionedCache()  # with its engine: versions are this database's
         dispatcher = sweep_manager = None
         if settings.dispatcher_enabled:
             dispatcher = Dispatcher(session_factory=app.state.session_factory, settings=settings,

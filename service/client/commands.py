@@ -31,7 +31,7 @@ def submit(
         if not wait:
             print(exp["id"])
             return
-        final = wait(exp["id"], poll)
+        final = wait_experiment(exp["id"], poll)
         print(exp["id"])
         if final["status"] != "succeeded":
             raise typer.Exit(1)
@@ -39,7 +39,7 @@ def submit(
     run_cli(go)
 
 
-def wait(exp_id: str, poll: float) -> dict:
+def wait_experiment(exp_id: str, poll: float) -> dict:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
                   console=err()) as progress:
         tasks: dict[str, int] = {}

@@ -27,12 +27,12 @@ def create_experiment(session: Session, *, spec: ExperimentSpec, code_version: s
     insert of the same key surfaces as IntegrityError at flush: the caller rolls back and
     calls `store.experiments.replay_idempotent`."""
     spec_hash = spec.canonical_hash()
+    rows = expand_runs(spec, checkpoint_every=checkpoint_every)  # before the first statement: SQLite's write lock
     if idempotency_key is not None:
         replay = store.replay_idempotent(session, scope=idempotency_scope or "anonymous", key=idempotency_key,
                                          request_hash=spec_hash)
         if replay is not None:
             return replay, False
-    rows = expand_runs(spec, checkpoint_every=checkpoint_every)
     exp = store.insert_experiment(session, name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=spec_hash,
                                   code_version=code_version, runs=[r.columns for r in rows],
                                   idempotency_scope=idempotency_scope, idempotency_key=idempotency_key)

@@ -66,6 +66,7 @@ class SweepList(BaseModel):
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = Field(description="pass it back as `cursor` for the next page; null on the last page")
 
 
 class SweepStopped(ConflictError):

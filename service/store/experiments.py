@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 from service.core.errors import ConflictError, NotFoundError
 from service.core.lifecycle import RunStatus
 from service.store.models import Experiment, IdempotencyKey, Run
+from service.store.pages import keyset_page
 
 
 def insert_experiment(session: Session, *, name: str, spec: dict[str, Any], spec_hash: str, code_version: str,
@@ -45,13 +46,28 @@ def get_experiment(session: Session, *, experiment_id: str) -> Experiment:
     return exp
 
 
-def list_experiments(session: Session, *, limit: int = 50, offset: int = 0) -> tuple[list[Experiment], int]:
+def list_experiments(session: Session, *, limit: int = 50, offset: int = 0,
+                     cursor: str | None = None) -> tuple[list[Experiment], int, str | None]:
+    """(page, total, next_cursor), newest first. `cursor` (keyset) replaces `offset` when given."""
     total = session.scalar(select(func.count()).select_from(Experiment)) or 0
-    rows = session.scalars(
-        select(Experiment)
-        .options(selectinload(Experiment.runs))
-        .order_by(Experiment.created_at.desc(), Experiment.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), total
+    stmt = select(Experiment).options(selectinload(Experiment.runs))
+    if cursor is None:
+        stmt = stmt.offset(offset)
+    rows, next_cursor = keyset_page(session, stmt, (Experiment.created_at, Experiment.id), limit=limit, cursor=cursor,
+                                    key=lambda e: (e.created_at, e.id), descending=True)
+    return rows, total, next_cursor
+
+
+def list_runs(session: Session, *, experiment_id: str, limit: int = 100, cursor: str | None = None) -> tuple[list[Run], str | None]:
+    """One page of an experiment's runs in index order."""
+    get_experiment_row(session, experiment_id=experiment_id)
+    return keyset_page(session, select(Run).where(Run.experiment_id == experiment_id), (Run.index,), limit=limit,
+                       cursor=cursor, key=lambda r: (r.index,))
+
+
+def get_experiment_row(session: Session, *, experiment_id: str) -> Experiment:
+    """The experiment without its runs (NotFoundError if unknown)."""
+    exp = session.get(Experiment, experiment_id)
+    if exp is None:
+        raise NotFoundError(f"experiment {experiment_id!r} not found")
+    return exp

@@ -71,6 +71,9 @@ def filter_options(session: Session) -> dict[str, list[str]]:
     return {k: sorted({r[i] for r in rows}) for i, k in enumerate(("dataset", "metric", "sampler", "experiment"))}
 
 
+_VERSION = select(ResultsVersion.version).where(ResultsVersion.id == 1)  # built once: every cached read runs it
+
+
 def results_version(session: Session) -> int | None:
     """The counter the database moves on every change the leaderboard can see (None: no counter row)."""
-    return session.scalar(select(ResultsVersion.version).where(ResultsVersion.id == 1))
+    return session.connection().execute(_VERSION).scalar()

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from service.core.errors import NotFoundError
 from service.store.models import MetricPoint, Result, Run
+from service.store.pages import keyset_page
 
 
 def get_run(session: Session, *, run_id: str) -> Run:
@@ -43,13 +44,19 @@ def upsert_metrics(session: Session, *, run_id: str, points: list[dict[str, Any]
     session.execute(stmt)
 
 
-def get_results(session: Session, *, run_id: str) -> tuple[Run, list[Result]]:
+RESULT_ORDER = (Result.metric, Result.sampler, Result.train_step, Result.num_steps)  # unique per run
+
+
+def get_results(session: Session, *, run_id: str, limit: int | None = None,
+                cursor: str | None = None) -> tuple[Run, list[Result], str | None]:
+    """(run, one page of its results, next_cursor); every result when `limit` is None."""
     run = get_run(session, run_id=run_id)
-    rows = session.scalars(
-        select(Result).where(Result.run_id == run_id)
-        .order_by(Result.metric, Result.sampler, Result.train_step, Result.num_steps)
-    ).all()
-    return run, list(rows)
+    stmt = select(Result).where(Result.run_id == run_id)
+    if limit is None and cursor is None:
+        return run, list(session.scalars(stmt.order_by(*RESULT_ORDER))), None
+    rows, next_cursor = keyset_page(session, stmt, RESULT_ORDER, limit=limit or 10_000, cursor=cursor,
+                                    key=lambda r: (r.metric, r.sampler, r.train_step, r.num_steps))
+    return run, rows, next_cursor
 
 
 def record_results(session: Session, *, run_id: str, results: list[dict[str, Any]], default_train_step: int | None = None) -> int:

@@ -18,7 +18,11 @@ def get_sweep(session: Session, *, sweep_id: str, for_update: bool = False) -> S
     return sweep
 
 
-def list_sweeps(session: Session, *, limit: int = 50, offset: int = 0) -> tuple[list[Sweep], int]:
+def list_sweeps(session: Session, *, limit: int = 50, offset: int = 0,
+                cursor: str | None = None) -> tuple[list[Sweep], int, str | None]:
+    """(page, total, next_cursor), newest first. `cursor` (keyset) replaces `offset` when given."""
     total = session.scalar(select(func.count()).select_from(Sweep)) or 0
-    rows = session.scalars(select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id).limit(limit).offset(offset)).all()
-    return list(rows), total
+    stmt = select(Sweep) if cursor is not None else select(Sweep).offset(offset)
+    rows, next_cursor = keyset_page(session, stmt, (Sweep.created_at, Sweep.id), limit=limit, cursor=cursor,
+                                    key=lambda s: (s.created_at, s.id), descending=True)
+    return rows, total, next_cursor

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.core.errors import AuthError, NotFoundError
@@ -27,8 +27,14 @@ def create_token(session: Session, *, name: str) -> tuple[ApiToken, str]:
     return row, token
 
 
-def verify_token(session: Session, *, token: str) -> ApiToken:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)))
+# Built once and run on the session's connection (Core, no ORM objects): every request runs it.
+_LIVE_BY_HASH = select(ApiToken.id, ApiToken.name).where(ApiToken.token_hash == bindparam("token_hash"),
+                                                         ApiToken.revoked_at.is_(None))
+
+
+def verify_token(session: Session, *, token: str) -> Row:
+    """The live token's (id, name); AuthError if it is unknown or revoked."""
+    row = session.connection().execute(_LIVE_BY_HASH, {"token_hash": hash_token(token)}).first()
     if row is None:
         raise AuthError("invalid or revoked API token")
     return row

@@ -35,8 +35,9 @@ class TokenInUrl(Exception):
         self.token, self.valid = token, valid
 
 
-def web_reader(request: Request, session: SessionDep, settings: SettingsDep, creds: Credentials) -> str | None:
-    """The token a page was read with (None when reads are public); WebAuthError without a valid one."""
+async def web_reader(request: Request, session: SessionDep, settings: SettingsDep, creds: Credentials) -> str | None:
+    """The token a page was read with (None when reads are public); WebAuthError without a valid one.
+    Pages are GETs: their sessions take no lock, so the token is checked on the loop (api.deps)."""
     if "token" in request.query_params:
         raise TokenInUrl(request.query_params["token"], _valid(session, request.query_params["token"]))
     if settings.public_reads or not settings.auth_enabled:

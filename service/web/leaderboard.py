@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from service.api.cache import VersionedCache
+from service.api.cache import cached
 from service.api.deps import Filter, SessionDep, SettingsDep
 from service.api.leaderboard import Baseline, Margin
 from service.domain.leaderboard import DEFAULT_BASELINE, DEFAULT_MARGIN, leaderboard
@@ -28,7 +28,6 @@ from service.web.render import page, query
 FILTERS = ("dataset", "metric", "sampler", "experiment")
 GALLERY_FIGURES = ("samples_by_T.png", "mse_vs_t.png")
 router = APIRouter(include_in_schema=False)
-CACHE = VersionedCache()
 
 
 def board(session, *, dataset=None, metric=None, sampler=None, experiment=None, train_steps="final",
@@ -98,7 +97,7 @@ def _extra(baseline: str, margin: float) -> dict[str, Any]:
 
 
 @router.get("/leaderboard", response_class=HTMLResponse)
-def leaderboard_page(request: Request, session: SessionDep, settings: SettingsDep, token: WebReader,
+async def leaderboard_page(request: Request, session: SessionDep, settings: SettingsDep, token: WebReader,
                      dataset: Filter = None, metric: Filter = None, sampler: Filter = None, experiment: Filter = None,
                      baseline: Baseline = DEFAULT_BASELINE, margin: Margin = DEFAULT_MARGIN):
     current = {"dataset": dataset, "metric": metric, "sampler": sampler, "experiment": experiment}
@@ -116,15 +115,15 @@ def leaderboard_page(request: Request, session: SessionDep, settings: SettingsDe
                     multi_setup=len({k[:3] for k, _ in groups}) < len(groups),
                     gallery=_gallery(settings.runs_dir, lb), provenance=lb["provenance"]).body
 
-    return CACHE.respond(request, session, ("page", baseline, margin, *sorted(current.items())), build, "text/html")
+    return await cached(request, session, ("page", baseline, margin, *sorted(current.items())), build, "text/html")
 
 
 @router.get("/leaderboard.json")
-def leaderboard_json(request: Request, session: SessionDep, token: WebReader, dataset: Filter = None, metric: Filter = None,
+async def leaderboard_json(request: Request, session: SessionDep, token: WebReader, dataset: Filter = None, metric: Filter = None,
                      sampler: Filter = None, experiment: Filter = None, baseline: Baseline = DEFAULT_BASELINE,
                      margin: Margin = DEFAULT_MARGIN):
     params = dict(dataset=dataset, metric=metric, sampler=sampler, experiment=experiment, baseline=baseline, margin=margin)
-    return CACHE.respond(request, session, ("json", *sorted(params.items())),
+    return await cached(request, session, ("json", *sorted(params.items())),
                          lambda: json.dumps(board(session, **params), indent=1).encode(), "application/json",
                          headers={"Content-Disposition": "attachment; filename=leaderboard.json"})
 
@@ -135,7 +134,7 @@ CSV_FIELDS = ("dataset", "metric", "sampler", "config_hash", "T", "weighting", "
 
 
 @router.get("/leaderboard.csv")
-def leaderboard_csv(request: Request, session: SessionDep, token: WebReader, dataset: Filter = None, metric: Filter = None,
+async def leaderboard_csv(request: Request, session: SessionDep, token: WebReader, dataset: Filter = None, metric: Filter = None,
                     sampler: Filter = None, experiment: Filter = None, baseline: Baseline = DEFAULT_BASELINE,
                     margin: Margin = DEFAULT_MARGIN):
     params = dict(dataset=dataset, metric=metric, sampler=sampler, experiment=experiment, baseline=baseline, margin=margin)
@@ -159,7 +158,7 @@ def leaderboard_csv(request: Request, session: SessionDep, token: WebReader, dat
                                 v.get("method", ""), _csv(r["floor"])])
         return buf.getvalue().encode()
 
-    return CACHE.respond(request, session, ("csv", *sorted(params.items())), build, "text/csv",
+    return await cached(request, session, ("csv", *sorted(params.items())), build, "text/csv",
                          headers={"Content-Disposition": "attachment; filename=leaderboard.csv"})
 
 
@@ -168,7 +167,7 @@ def _csv(x) -> str:
 
 
 @router.get("/leaderboard/plot.png")
-def leaderboard_plot(request: Request, session: SessionDep, token: WebReader, dataset: Filter = None, metric: Filter = None,
+async def leaderboard_plot(request: Request, session: SessionDep, token: WebReader, dataset: Filter = None, metric: Filter = None,
                      sampler: Filter = None, experiment: Filter = None, setup: Filter = None):
     def build() -> bytes:
         lb = board(session, dataset=dataset, metric=metric, sampler=sampler, experiment=experiment)
@@ -177,4 +176,4 @@ def leaderboard_plot(request: Request, session: SessionDep, token: WebReader, da
         return plots.metric_vs_steps(rows, lb["columns"], metric=metric or "metric", title=title)
 
     params = dict(dataset=dataset, metric=metric, sampler=sampler, experiment=experiment, setup=setup)
-    return CACHE.respond(request, session, ("plot", *sorted(params.items())), build, "image/png")
+    return await cached(request, session, ("plot", *sorted(params.items())), build, "image/png")

@@ -26,7 +26,7 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/experiments", response_class=HTMLResponse)
 def experiments_page(request: Request, session: SessionDep, token: WebReader):
-    items, total = experiments_store.list_experiments(session, limit=200)
+    items, total, _ = experiments_store.list_experiments(session, limit=200)
     return page(request, "experiments.html", "Experiments", total=total,
                 experiments=[{"exp": e, "view": experiment_view(e)} for e in items])
 
@@ -79,7 +79,7 @@ def usage_line(usage: dict | None) -> str | None:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(run_id: RunId, request: Request, session: SessionDep, settings: SettingsDep, token: WebReader):
-    run, results = runs_store.get_results(session, run_id=run_id)
+    run, results, _ = runs_store.get_results(session, run_id=run_id)
     root = paths.artifacts_dir(settings.runs_dir, run_id)
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
     return page(request, "run.html", f"Run {run_id}", run=run, usage=usage_line(run.usage),

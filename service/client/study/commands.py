@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from service.client import http
-from service.client.commands import wait
+from service.client.commands import wait_experiment
 from service.client.study.report import Report, Source
 from service.client.study.schema import Study
 
@@ -37,7 +37,7 @@ def submit(study_file: Path = typer.Argument(..., exists=True, dir_okay=False),
             http.console().print(f"{key}: experiment [bold]{exp['id']}[/bold] ({spec['name']}, {len(exp['run_ids'])} runs)")
         if follow:
             for exp_id in ids.values():
-                wait(exp_id, 5.0)
+                wait_experiment(exp_id, 5.0)
         print(json.dumps(ids))
 
     http.run_cli(go)
