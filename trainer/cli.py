@@ -57,6 +57,7 @@ def train_command(
 ) -> None:
     """Train a UNet on DATASET with a loss WEIGHTING; resumable, checkpointed, on Ray Train."""
     from trainer.config import TrainConfig
+    from trainer.data import check_source
     from trainer.paths import data_dir
     from trainer.run import train
 
@@ -89,6 +90,12 @@ def train_command(
                                 info=f"loss {m['loss']:.4f} q0..q3 " + " ".join(f"{m.get(f'mse_q{q}', float('nan')):.3f}" for q in range(4))
                                 + f" {m['images_per_s']:.0f} img/s")
 
+        try:
+            check_source(cfg.dataset)  # a missing folder answers before Ray starts
+        except (ValueError, FileNotFoundError) as e:
+            progress.stop()
+            console.print(f"[red]error[/red] {e}", soft_wrap=True)
+            raise typer.Exit(2)
         if not ray_address:
             from trainer.raysession import init_ray
 

@@ -63,7 +63,7 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs) -> None:
     """Join the cluster at `address` (never silently start another: RayUnreachable if it does not
-    answer), or start a local one."""
+    answer), or start a new local one (never a cluster some earlier process left an address for)."""
     import ray
 
     if ray.is_initialized():
@@ -78,7 +78,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
         "worker_process_setup_hook": "trainer.raysession.quiet_worker_logs",
     }
     if address is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=kwargs.pop("log_to_driver", True), **kwargs)
+        # "local", never None: with None Ray joins whatever cluster RAY_ADDRESS or the address file
+        # of the last cluster started on this machine names (seen in CI: a dead test cluster's
+        # address, so minutes of "Failed to connect to GCS" and then a ConnectionError).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=kwargs.pop("log_to_driver", True), **kwargs)
     else:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
 

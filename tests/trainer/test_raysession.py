@@ -74,3 +74,30 @@ def test_agents_that_exit_on_their_own_are_not_killed():
         assert quick.wait(5) == 0  # exit status 0: it ended on its own, not by SIGKILL
     finally:
         quick.kill()
+
+
+def test_a_local_cluster_is_started_even_when_a_dead_clusters_address_is_left_behind():
+    """Ray writes the address of the last cluster started on a machine to <tmp>/ray/ray_current_cluster
+    and ray.init() without an address joins it. A dead test cluster's file made every later
+    init_ray() wait minutes for a GCS that was gone (CI, 2026-12-02); we start our own."""
+    import shutil
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        (tmp / "ray").mkdir()
+        with socket.socket() as s:  # a port nothing listens on once closed
+            s.bind(("127.0.0.1", 0))
+            dead = f"127.0.0.1:{s.getsockname()[1]}"
+        (tmp / "ray" / "ray_current_cluster").write_text(dead)
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SNRLAB_RAY_ADDRESS")} | {"RAY_TMPDIR": str(tmp)}
+        code = ("import ray; from trainer.raysession import init_ray, stop_local_cluster\n"
+                "init_ray(num_cpus=1, log_to_driver=False); print('gcs', ray.get_runtime_context().gcs_address); stop_local_cluster(2)")
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        gcs = [line for line in r.stdout.splitlines() if line.startswith("gcs ")]
+        assert gcs and gcs[0] != f"gcs {dead}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
