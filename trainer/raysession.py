@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
+import threading
 
 DEFAULT_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -77,6 +79,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
         "env_vars": {k: v for k, v in env.items() if k.startswith("RAY_TRAIN")},
         "worker_process_setup_hook": "trainer.raysession.quiet_worker_logs",
     }
+    keep = _sigterm_handler()
     if address is None:
         # "local", never None: with None Ray joins whatever cluster RAY_ADDRESS or the address file
         # of the last cluster started on this machine names (seen in CI: a dead test cluster's
@@ -84,6 +87,18 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=kwargs.pop("log_to_driver", True), **kwargs)
     else:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
+    if keep is not None:
+        signal.signal(signal.SIGTERM, keep)
+
+
+def _sigterm_handler():
+    """The SIGTERM handler someone installed on the main thread (uvicorn's graceful shutdown), or
+    None. ray.init() replaces it with sys.exit, which skipped the service's shutdown and logged a
+    traceback; init_ray puts it back. With no handler of ours, Ray's stays (a CLI exits cleanly)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None
 
 
 def _reload_ray_auth_settings() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_checkpoint
+from conftest import tiny_unet, write_checkpoint
 
 from evaluator import EvalConfig
 from evaluator.analysis import per_t_errors, run_analyses, worse_ranges
@@ -54,7 +54,6 @@ def test_run_analyses_writes_pngs_and_json(tmp_path):
 
 def test_one_step_ts_beyond_a_short_schedule_fall_back_to_its_last_t(tmp_path):
     """A 100-step model has none of t in {999, ..., 250}: the estimation runs at t = T - 1."""
-    from conftest import tiny_unet
 
     from trainer.checkpoint import save_checkpoint
     from trainer.config import TrainConfig

@@ -141,7 +141,7 @@ class Cells(HTMLParser):
             self._table = a
         elif tag == "tr" and self._table is not None and "data-t" in a:
             self._t = int(a["data-t"])
-        elif tag == "td" and self._table is not None and "data-weighting" in a:
+        elif tag == "td" and self._table is not None and "data-mean" in a:  # not the summary row
             self._cell = {"text": "", "mean": float(a["data-mean"]), "n": int(a["data-n"]), "best": a.get("class") == "best"}
             self.cells[(self._table["data-metric"], self._t, a["data-weighting"])] = self._cell
         elif tag == "a" and self._cell is not None and a.get("class") == "v":

@@ -176,7 +176,7 @@ def test_local_ray_needs_its_token_no_token_reaches_the_log_and_sigterm_stops_it
         text = log.read_text()
         assert token not in text and token[4:20] not in text
         assert "token=[redacted]" in text and '"GET /leaderboard?token=[redacted]&dataset=digits HTTP/1.1" 303' in text
-        assert "INFO service.dispatcher: dispatcher connected" in text  # the service's own lines reach its log
+        assert "INFO service.runtime.dispatcher: dispatcher connected" in text  # the service's own lines reach its log
     finally:
         kill_session(proc)
 
