@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from service.core.errors import NotFoundError
 from service.store.models import Sweep
+from service.store.pages import keyset_page
 
 
 def get_sweep(session: Session, *, sweep_id: str, for_update: bool = False) -> Sweep:
