@@ -144,7 +144,7 @@ def main() -> int:
         exp = http.call("POST", "/experiments", json=spec)
         print(f"experiment {exp['id']}: {len(exp['run_ids'])} runs ({', '.join(r['weighting'] for r in exp['runs'])})", flush=True)
         try:
-            final = commands.wait(exp["id"], poll=2.0)
+            final = commands.wait_experiment(exp["id"], poll=2.0)
         except http.ApiError as e:
             raise SystemExit(f"the service stopped answering ({e}); its log: {data_dir / 'demo-service.log'} "
                              f"(a `ray stop` elsewhere on this machine also stops the service's Ray)") from None
