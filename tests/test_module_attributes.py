@@ -29,7 +29,7 @@ def _module_aliases(tree: ast.Module) -> dict[str, str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and _own_module(node.module):
             for a in node.names:
                 dotted = f"{node.module}.{a.name}"
-                if importlib.util.find_spec(node.module) and _is_module(dotted):
+                if _is_module(dotted):
                     aliases[a.asname or a.name] = dotted
     return aliases
 

@@ -148,6 +148,24 @@ def client(settings, engine) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.fixture
+def pages(client, auth):
+    """Every page of a cursor-paginated list, following `next_cursor` to the end."""
+    def walk(path: str, key: str = "items", **params) -> list[list[dict]]:
+        out, cursor = [], None
+        while True:
+            r = client.get("/api/v1" + path, headers=auth, params={**params, **({"cursor": cursor} if cursor else {})})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            out.append(body[key])
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return out
+            assert len(out) < 100, "the cursor does not advance"
+
+    return walk
+
+
 # ---------------------------------------------------------------- fake executor
 @pytest.fixture
 def fake_executor(settings) -> FakeExecutor:

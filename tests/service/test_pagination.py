@@ -12,24 +12,11 @@ from service.store.pages import decode_cursor, encode_cursor
 API = "/api/v1"
 
 
-def _pages(client, auth, path: str, key: str = "items", **params) -> list[list[dict]]:
-    pages, cursor = [], None
-    while True:
-        r = client.get(API + path, headers=auth, params={**params, **({"cursor": cursor} if cursor else {})})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        pages.append(body[key])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return pages
-        assert len(pages) < 100, "the cursor does not advance"
-
-
-def test_experiments_page_by_cursor_newest_first_without_skips_or_repeats(client, auth, make_spec):
+def test_experiments_page_by_cursor_newest_first_without_skips_or_repeats(client, auth, make_spec, pages):
     ids = [client.post(f"{API}/experiments", json=make_spec(name=f"e{i}"), headers=auth).json()["id"] for i in range(7)]
-    pages = _pages(client, auth, "/experiments", limit=3)
-    assert [len(p) for p in pages] == [3, 3, 1]
-    assert [e["id"] for p in pages for e in p] == ids[::-1]
+    listed = pages("/experiments", limit=3)
+    assert [len(p) for p in listed] == [3, 3, 1]
+    assert [e["id"] for p in listed for e in p] == ids[::-1]
 
     first = client.get(f"{API}/experiments", headers=auth, params={"limit": 3}).json()
     late = client.post(f"{API}/experiments", json=make_spec(name="late"), headers=auth).json()["id"]
@@ -39,17 +26,17 @@ def test_experiments_page_by_cursor_newest_first_without_skips_or_repeats(client
     assert rest["total"] == 8 and rest["next_cursor"] is None
 
 
-def test_an_experiments_runs_page_in_index_order(client, auth, make_spec):
+def test_an_experiments_runs_page_in_index_order(client, auth, make_spec, pages):
     body = make_spec(training={**make_spec()["training"], "seeds": [0, 1, 2]})  # 2 weightings x 3 seeds
     exp = client.post(f"{API}/experiments", json=body, headers=auth).json()
-    pages = _pages(client, auth, f"/experiments/{exp['id']}/runs", limit=4)
-    assert [len(p) for p in pages] == [4, 2]
-    assert [r["index"] for p in pages for r in p] == list(range(6))
-    assert [r["id"] for p in pages for r in p] == exp["run_ids"]
+    listed = pages(f"/experiments/{exp['id']}/runs", limit=4)
+    assert [len(p) for p in listed] == [4, 2]
+    assert [r["index"] for p in listed for r in p] == list(range(6))
+    assert [r["id"] for p in listed for r in p] == exp["run_ids"]
     assert client.get(f"{API}/experiments/exp_nope/runs", headers=auth).status_code == 404
 
 
-def test_results_and_metrics_page(client, auth, make_spec, session_factory):
+def test_results_and_metrics_page(client, auth, make_spec, session_factory, pages):
     run_id = client.post(f"{API}/experiments", json=make_spec(), headers=auth).json()["run_ids"][0]
     cells = [{"num_steps": t, "sampler": s, "metric": "fd_digits", "value": float(t), "train_step": 100}
              for t in (2, 5, 10, 20, 50) for s in ("ddim", "ddpm")]
@@ -58,9 +45,9 @@ def test_results_and_metrics_page(client, auth, make_spec, session_factory):
         runs_store.upsert_metrics(s, run_id=run_id, points=[{"step": k, "loss": 1.0 / k} for k in range(1, 8)])
     everything = client.get(f"{API}/runs/{run_id}/results", headers=auth).json()
     assert len(everything["results"]) == 10 and everything["next_cursor"] is None
-    pages = _pages(client, auth, f"/runs/{run_id}/results", key="results", limit=3)
-    assert [len(p) for p in pages] == [3, 3, 3, 1]
-    assert [r for p in pages for r in p] == everything["results"]
+    listed = pages(f"/runs/{run_id}/results", key="results", limit=3)
+    assert [len(p) for p in listed] == [3, 3, 3, 1]
+    assert [r for p in listed for r in p] == everything["results"]
 
     seen, since = [], -1
     while since is not None:
@@ -73,8 +60,9 @@ def test_results_and_metrics_page(client, auth, make_spec, session_factory):
 @pytest.mark.parametrize("cursor", ["garbage", encode_cursor(["only-one-value"]), encode_cursor([True, "x"]),
                                     encode_cursor([5, "exp_x"]), encode_cursor(["2026-12-02", "exp_x"]),
                                     "x" * 1001, "a b", "%00"])
-def test_a_cursor_not_handed_out_is_a_422_naming_it(client, auth, cursor):
-    r = client.get(f"{API}/experiments", headers=auth, params={"cursor": cursor})
+@pytest.mark.parametrize("path", ["/experiments", "/sweeps"])
+def test_a_cursor_not_handed_out_is_a_422_naming_it(client, auth, cursor, path):
+    r = client.get(API + path, headers=auth, params={"cursor": cursor})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["query", "cursor"]
 
