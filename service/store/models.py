@@ -68,6 +68,8 @@ class Experiment(Base):
     code_version: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     cancel_requested_at: Mapped[datetime | None]
+    owner: Mapped[str | None] = mapped_column(String(100))  # users.name; None: from before owners (admins only)
+    priority: Mapped[int] = mapped_column(default=0)  # higher starts first (service.domain.queue)
 
     runs: Mapped[list[Run]] = relationship(back_populates="experiment", order_by="Run.index")
 
@@ -179,6 +181,7 @@ class Sweep(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    owner: Mapped[str | None] = mapped_column(String(100))
 
     experiment: Mapped[Experiment] = relationship()
 
@@ -189,8 +192,50 @@ class ApiToken(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tok"))
     name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; never the token
+    user: Mapped[str] = mapped_column(String(100))  # users.name
+    scopes: Mapped[str] = mapped_column(String(100))  # space-separated: read, submit, admin
+    expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class User(Base):
+    """Whoever owns tokens and work, and their quota (None: no limit of that kind)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    max_runs: Mapped[int | None]  # concurrent runs
+    max_cpus: Mapped[float | None] = mapped_column(Float)  # CPUs in use by their live runs
+    max_gpus: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """The dispatcher's lease (one row, name "dispatcher"): `token` goes up by one at every
+    takeover and every dispatcher write checks it (a fencing token), so a paused ex-leader
+    cannot write once another replica holds the lease. Times are epoch seconds."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))  # a replica id
+    token: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Replica(Base):
+    """A `snrlab serve` process on this database, seen at its last heartbeat (epoch seconds)."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    version: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float)
 
 
 class IdempotencyKey(Base):

@@ -21,7 +21,7 @@ def hash_token(token: str) -> str:
 def create_token(session: Session, *, name: str) -> tuple[ApiToken, str]:
     """Returns (row, token): the token itself is never stored, only its sha256."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(name=name, token_hash=hash_token(token))
+    row = ApiToken(name=name, token_hash=hash_token(token), user=name, scopes="admin")
     session.add(row)
     session.flush()
     return row, token
