@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from evaluator import cli as evaluator_cli
-from service.client import admin, commands
+from service.client import admin, commands, team
 from service.client.study import commands as study
 from trainer import cli as trainer_cli
 
@@ -16,7 +16,7 @@ def _root() -> None:
     """snrlab: train, evaluate and compare diffusion loss weightings on Ray."""
 
 
-for package in (admin, commands, study, trainer_cli, evaluator_cli):
+for package in (admin, commands, team, study, trainer_cli, evaluator_cli):
     package.register(app)
 
 

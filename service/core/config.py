@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)  # per run, counting the first
     max_concurrent_runs: int | None = Field(default=None, ge=1)  # cap on top of Ray's capacity
     dispatch_interval_s: float = Field(default=1.0, gt=0)
+    # Several replicas on one PostgreSQL database: the dispatcher's lease (service.runtime.lease)
+    # lasts lease_ttl_s and is renewed (or, by a standby, tried) every lease_renew_s, so a dead or
+    # hung leader is replaced within about lease_ttl_s + lease_renew_s.
+    lease_ttl_s: float = Field(default=8.0, gt=0)
+    lease_renew_s: float = Field(default=2.0, gt=0)
     dispatcher_enabled: bool = True
     executor: str = "ray"  # "ray", or "module:factory" returning an Executor (tests)
     checkpoint_every: int | None = Field(default=None, ge=1)  # passed to the trainer if set
@@ -47,6 +52,13 @@ class Settings(BaseSettings):
             parts = [p for chunk in v.split(os.pathsep) for p in chunk.split(",")]
             return [p.strip() for p in parts if p.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> "Settings":
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError(f"SNRLAB_LEASE_RENEW_S ({self.lease_renew_s:g}) must be at most half of SNRLAB_LEASE_TTL_S "
+                             f"({self.lease_ttl_s:g}): one late renewal must not lose the lease")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

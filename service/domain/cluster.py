@@ -41,3 +41,8 @@ class ClusterInfo:
         if gpus > 0:
             slots = min(slots, math.floor(self.gpus / gpus))
         return max(slots, 0)
+
+    def share(self, resources: dict[str, Any]) -> float:
+        """The fraction of the cluster one run with these resources takes (inf: it never fits)."""
+        slots = self.capacity(resources)
+        return 1.0 / slots if slots > 0 else float("inf")

@@ -10,12 +10,20 @@ re-queued and its next attempt resumes from the run's last checkpoint.
 
 State lives only in SQL and on disk, so a kill -9 at any point is safe: attempt records are
 committed before submission, job names are deterministic per (run, attempt), and results are
-recorded once (unique per cell) in the same transaction that marks the run succeeded."""
+recorded once (unique per cell) in the same transaction that marks the run succeeded.
+
+With several replicas on one database, only the holder of the lease (service.runtime.lease)
+dispatches: the others stand by, connected to Ray, and the one that takes the lease over
+reconciles first (re-adopting the live run actors) and then dispatches. Every write transaction
+here is fenced by the lease, so an ex-leader that wakes from a pause cannot write."""
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -24,12 +32,14 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from service.core.config import Settings
 from service.core.errors import readable_error
 from service.core.lifecycle import LIVE_RUN, AttemptStatus, RunStatus, transition
+from service.domain import queue
 from service.domain.cluster import ClusterInfo
 from service.domain.jobs import RunJob
 from service.runtime import paths
 from service.runtime.executor import Executor, Job, JobState, job_name
+from service.runtime.lease import Lease, LeaseLost
 from service.runtime.loop import BackgroundLoop
-from service.store.db import session_scope
+from service.store.db import read_only, session_scope
 from service.store.models import Attempt, Run
 from service.store.runs import record_results, upsert_metrics
 from trainer.metrics_log import read_records
@@ -44,9 +54,14 @@ class Dispatcher(BackgroundLoop):
 
     def __init__(self, *, session_factory: sessionmaker[Session], settings: Settings, executor: Executor,
                  train_fn: str = "trainer.run:train", evaluate_fn: str = "service.runtime.evaluation:evaluate_run",
-                 connect_backoff_s: tuple[float, float] = (1.0, 60.0)):
+                 connect_backoff_s: tuple[float, float] = (1.0, 60.0), lease: Lease | None = None):
         super().__init__(settings.dispatch_interval_s)
         self.factory = session_factory
+        # None: the only dispatcher of its database (SQLite, the tests). Else it dispatches only while
+        # it holds the lease, and its writes are fenced by it.
+        self.lease = lease
+        self._write: Callable[[], AbstractContextManager[Session]] = lease.write if lease else partial(session_scope, session_factory)
+        self._reconcile_due = lease is None
         self.settings = settings
         self.executor = executor
         self.train_fn = train_fn
@@ -82,8 +97,11 @@ class Dispatcher(BackgroundLoop):
             self.connect_error = str(e) if isinstance(e, ConnectionError) else readable_error(e)
             return False
         self.cluster = self.executor.cluster()
-        self.reconcile()
-        self.connected, self.connect_error, self.state = True, None, "running"
+        if self.leading:
+            self.reconcile()
+            self._reconcile_due = False
+        self.connected, self.connect_error = True, None
+        self.state = "running" if self.leading else "standby"
         log.info("dispatcher connected to %s: %g CPUs, %g GPUs on %d node(s)", self.settings.ray_address or "a local Ray",
                  self.cluster.cpus, self.cluster.gpus, len(self.cluster.nodes))
         return True
@@ -103,6 +121,21 @@ class Dispatcher(BackgroundLoop):
                 log.exception("dispatcher: reconciling after connecting failed")
         return True
 
+    # ------------------------------------------------------------ leadership
+    @property
+    def leading(self) -> bool:
+        return self.lease is None or self.lease.held
+
+    def elected(self) -> None:
+        """The lease keeper took the lease: reconcile, then dispatch (on the dispatcher's thread)."""
+        self._reconcile_due = True
+        self.wake()
+
+    def lost(self) -> None:
+        """The lease went to another replica: stop dispatching (its writes are fenced anyway)."""
+        if self.connected:
+            self.state = "standby"
+
     # ------------------------------------------------------------ passes
     def reconcile(self) -> None:
         """Startup: every live run either still has its job (keep polling it) or is re-queued;
@@ -114,7 +147,7 @@ class Dispatcher(BackgroundLoop):
             targets = [(run.id, _job_of(run)) for run in runs]
         states = {name: self.executor.poll(name) for _, name in targets if name}
         keep: set[str] = set()
-        with session_scope(self.factory) as s:
+        with self._write() as s:
             for run_id, name in targets:
                 run = _load_run(s, run_id, for_update=True)
                 if run is None or run.status not in LIVE or _job_of(run) != name:
@@ -139,6 +172,21 @@ class Dispatcher(BackgroundLoop):
                 self.executor.release(name)
 
     def tick(self) -> None:
+        if not self.leading:
+            self.state = "standby"
+            return
+        try:
+            self._lead()
+        except LeaseLost as e:
+            log.warning("dispatcher: %s; standing by", e)
+            self.state = "standby"
+
+    def _lead(self) -> None:
+        if self._reconcile_due:
+            self.reconcile()  # after a takeover: re-adopt the live run actors before anything else
+            self._reconcile_due = False
+            log.info("dispatcher: leading (reconciled)")
+        self.state = "running"
         if time.monotonic() - self._last_maintenance > 5:
             self._last_maintenance = time.monotonic()
             self.executor.maintain()
@@ -147,6 +195,8 @@ class Dispatcher(BackgroundLoop):
         for run_id in live_ids:
             try:
                 self._advance(run_id)
+            except LeaseLost:
+                raise
             except Exception:  # noqa: BLE001 - one bad run must not block the others
                 log.exception("advancing %s failed", run_id)
         self._submit_queued()
@@ -162,7 +212,7 @@ class Dispatcher(BackgroundLoop):
         if cancel:
             if name:
                 self.executor.cancel(name)
-            with session_scope(self.factory) as s:
+            with self._write() as s:
                 run = _load_run(s, run_id, for_update=True)
                 if run is not None and run.status in LIVE:
                     attempt = _current_attempt(run)
@@ -173,7 +223,7 @@ class Dispatcher(BackgroundLoop):
             return
         state = self.executor.poll(name) if name else JobState(phase="lost")
         release: str | None = None
-        with session_scope(self.factory) as s:
+        with self._write() as s:
             run = _load_run(s, run_id, for_update=True)
             if run is None or run.status not in LIVE or run.cancel_requested:
                 return  # changed meanwhile; the next pass sees it
@@ -231,45 +281,33 @@ class Dispatcher(BackgroundLoop):
         transition(run, RunStatus.QUEUED, error=error)
 
     def _submit_queued(self) -> None:
+        """Start queued runs in the queue's order (service.domain.queue: priority, fair share
+        across users, submission order) while quotas, the service's cap and the cluster allow."""
         with self.factory() as s:
-            live = s.execute(select(Run.resources).where(Run.status.in_(LIVE))).scalars().all()
-            queued = s.execute(
-                select(Run.id, Run.resources).where(Run.status == RunStatus.QUEUED.value).order_by(Run.created_at, Run.index)
-            ).all()
-        if not queued:
+            state = queue.read_state(read_only(s))
+        if not state.queued:
             return
         # Read the cluster here, before any transaction: a claim only compares numbers.
         cluster = self.cluster = self.executor.cluster()
-
-        def share(resources: dict[str, Any]) -> float:
-            slots = cluster.capacity(resources)
-            return 1.0 / slots if slots > 0 else float("inf")
-
-        used = sum(share(r) for r in live)
-        count = len(live)
-        cap = self.settings.max_concurrent_runs
-        for run_id, resources in queued:
-            if cap is not None and count >= cap:
-                return
-            if used + share(resources) > 1.0 + 1e-9:
+        for place in queue.plan_state(state, share=cluster.share, max_concurrent_runs=self.settings.max_concurrent_runs):
+            if not place.start:
                 continue
+            run_id = place.run.run_id
             job = self._claim(run_id)
             if job is None:
                 continue
-            used += share(resources)
-            count += 1
             try:
                 self.executor.submit(job)
             except Exception as e:  # noqa: BLE001
                 log.exception("submitting %s failed", job.name)
-                with session_scope(self.factory) as s:
+                with self._write() as s:
                     run = _load_run(s, run_id)
                     if run is not None and run.status in LIVE:
                         self._fail_attempt(s, run, _current_attempt(run), JobState(phase="failed", error=readable_error(e)))
 
     def _claim(self, run_id: str) -> Job | None:
         """Commit the new attempt (queued -> training) before submitting it. No executor call in here."""
-        with session_scope(self.factory) as s:
+        with self._write() as s:
             run = _load_run(s, run_id, for_update=True)
             if run is None or run.status != RunStatus.QUEUED.value:
                 return None

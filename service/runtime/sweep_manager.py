@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -55,10 +57,14 @@ class SweepManager(BackgroundLoop):
 
     def __init__(self, *, session_factory: sessionmaker[Session], settings: Settings, executor: Executor,
                  interval_s: float = 2.0, on_new_runs: Callable[[], None] = lambda: None,
-                 ready: Callable[[], bool] = lambda: True):
+                 ready: Callable[[], bool] = lambda: True,
+                 write: Callable[[], AbstractContextManager[Session]] | None = None):
         super().__init__(interval_s)
-        self.ready = ready  # the dispatcher has joined the cluster: only then is there a Ray to talk to
+        # the dispatcher has joined the cluster and leads (service.runtime.lease): only then is
+        # there a Ray to talk to, and only the leader runs sweeps
+        self.ready = ready
         self.factory = session_factory
+        self._write = write or partial(session_scope, session_factory)  # the dispatcher's lease-fenced writes
         self.settings = settings
         self.executor = executor
         self.on_new_runs = on_new_runs  # the dispatcher's wake: a trial's run should start soon
@@ -83,7 +89,7 @@ class SweepManager(BackgroundLoop):
 
     # ------------------------------------------------------------ one sweep
     def _advance(self, sweep_id: str) -> None:
-        with session_scope(self.factory) as s:
+        with self._write() as s:
             sweep = get_sweep(s, sweep_id=sweep_id, for_update=True)
             if SweepStatus(sweep.status).is_terminal():
                 return
@@ -97,7 +103,7 @@ class SweepManager(BackgroundLoop):
             return
         state = self.executor.sync_sweep(sweep_name(sweep_id), news)  # outside any transaction: Ray may hang
         added = False
-        with session_scope(self.factory) as s:
+        with self._write() as s:
             sweep = get_sweep(s, sweep_id=sweep_id, for_update=True)
             if sweep.status != SweepStatus.RUNNING.value:
                 return
@@ -160,7 +166,7 @@ class SweepManager(BackgroundLoop):
     def _start(self, sweep_id: str) -> None:
         """queued -> running: cap concurrency to the cluster (fail with the reason if nothing fits), then launch."""
         cluster = self.executor.cluster()  # before the transaction: Ray may hang
-        with session_scope(self.factory) as s:
+        with self._write() as s:
             sweep = get_sweep(s, sweep_id=sweep_id, for_update=True)
             if sweep.status != SweepStatus.QUEUED.value:
                 return
@@ -186,7 +192,7 @@ class SweepManager(BackgroundLoop):
             self.executor.submit_sweep(job)
         except Exception as e:  # noqa: BLE001
             log.exception("starting sweep %s failed", sweep_id)
-            with session_scope(self.factory) as s:
+            with self._write() as s:
                 finish_sweep(get_sweep(s, sweep_id=sweep_id, for_update=True), status=SweepStatus.FAILED,
                              error=f"could not start the sweep's Ray actor: {readable_error(e)}")
 

@@ -14,6 +14,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL ends a session left idle inside a transaction this long (a frozen process: SIGSTOP, a
+# hung VM), releasing its locks; every transaction of the service is short and never waits on Ray,
+# so only a frozen one reaches it. It bounds how long a frozen ex-leader can hold a takeover up
+# (service.runtime.lease).
+IDLE_TX_TIMEOUT_MS = 10_000
 READ_ONLY = "snrlab_read_only"  # execution option: SQLite starts a deferred (shared) transaction
 
 
@@ -28,6 +33,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
+        kwargs.setdefault("connect_args", {"options": f"-c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}"})
         return create_engine(u, **kwargs)
     if u.get_backend_name() != "sqlite":
         raise ValueError(f"unsupported database {u.get_backend_name()!r}: use sqlite or postgresql")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from service.api.deps import ExperimentId, Filter, RunId, SessionDep, SettingsDep
+from service.api.queue import queue_view
 from service.api.runs import artifact_response
 from service.domain.experiments import experiment_view, run_progress
 from service.domain.format import num
@@ -27,7 +28,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/experiments", response_class=HTMLResponse)
 def experiments_page(request: Request, session: SessionDep, token: WebReader):
     items, total, _ = experiments_store.list_experiments(session, limit=200)
-    return page(request, "experiments.html", "Experiments", total=total,
+    return page(request, "experiments.html", "Experiments", total=total, queue=queue_view(session, request, limit=50),
                 experiments=[{"exp": e, "view": experiment_view(e)} for e in items])
 
 

@@ -14,6 +14,8 @@ Commands on stdin, one JSON object per line:
     {"cmd": "stop"} or end of input                stop the service and the cluster, exit 0
 
     python tests/service/multinode_cluster.py --database-url URL --data-dir DIR
+    python tests/service/multinode_cluster.py --cluster-only    (the cluster alone: the caller runs
+        its own services against ray_address; tests/service/test_replicas.py)
 
 RAY_TMPDIR should point at a directory of its own (the caller sets it): Ray writes the
 "current cluster" address file there, and a plain `ray.init()` elsewhere on this machine must not
@@ -83,13 +85,20 @@ class Server:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--database-url", required=True)
-    p.add_argument("--data-dir", required=True)
+    p.add_argument("--database-url")
+    p.add_argument("--data-dir")
+    p.add_argument("--cluster-only", action="store_true")
     a = p.parse_args()
 
     cluster, workers = start_cluster()
     server = None
     try:
+        if a.cluster_only:
+            say(event="ready", ray_address=cluster.address, workers=[n.node_id for n in workers])
+            for line in sys.stdin:
+                if json.loads(line)["cmd"] == "stop":
+                    break
+            return 0
         from service.app.main import create_app
         from service.core.config import Settings
 

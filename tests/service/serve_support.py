@@ -2,17 +2,21 @@
 whole service: its processes (and its local Ray's) can be found by session id and ended by pid."""
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+HELPER = Path(__file__).with_name("multinode_cluster.py")
 
 
 def closed_port() -> int:
@@ -80,3 +84,63 @@ def kill_session(proc: subprocess.Popen) -> None:
         proc.wait(30)
     for pid in session_pids(proc.pid):
         os.kill(pid, signal.SIGKILL)
+
+
+class Helper:
+    """The helper process: JSON events from its stdout (after the marker), commands to its stdin."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=env, text=True, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"),
+        )
+        self.events: queue.Queue[dict] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("MULTINODE "):
+                self.events.put(json.loads(line.removeprefix("MULTINODE ")))
+
+    def expect(self, event: str, timeout: float) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                got = self.events.get(timeout=1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"the cluster helper exited ({self.proc.returncode}):\n{self.tail()}")
+                continue
+            if got["event"] == event:
+                return got
+        raise AssertionError(f"no {event!r} from the cluster helper within {timeout:.0f} s:\n{self.tail()}")
+
+    def send(self, **cmd) -> None:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def close(self) -> None:
+        """Stop politely (the helper shuts the service and the cluster down), then end whatever
+        is left of the processes it started: all of them share its session id."""
+        try:
+            if self.proc.poll() is None:
+                self.send(cmd="stop")
+                self.proc.stdin.close()
+                self.proc.wait(120)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        deadline = time.time() + 20
+        while session_pids(self.proc.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        for pid in session_pids(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)

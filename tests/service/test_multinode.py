@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -25,13 +20,14 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from serve_support import HELPER, Helper, session_pids
+
 from service.store import tokens as tokens_store
 from service.store.db import make_engine, make_sessionmaker, session_scope, upgrade
 from trainer.metrics_log import read_records
 
 pytestmark = pytest.mark.ray
 
-HELPER = Path(__file__).with_name("multinode_cluster.py")
 ROOT = Path(__file__).resolve().parents[2]
 API = "/api/v1"
 
@@ -43,81 +39,6 @@ SPEC = {
     "training": {"steps": 400, "batch_size": 16, "seeds": [0], "checkpoint_every": 20},
     "evaluation": {"steps": [1], "samplers": ["ddpm"], "num_samples": 16, "metrics": ["fd_digits"], "analyses": False},
 }
-
-
-class Helper:
-    """The helper process: JSON events from its stdout (after the marker), commands to its stdin."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HELPER), *args], cwd=ROOT, env=env, text=True, start_new_session=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"),
-        )
-        self.events: queue.Queue[dict] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith("MULTINODE "):
-                self.events.put(json.loads(line.removeprefix("MULTINODE ")))
-
-    def expect(self, event: str, timeout: float) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                got = self.events.get(timeout=1)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"the cluster helper exited ({self.proc.returncode}):\n{self.tail()}")
-                continue
-            if got["event"] == event:
-                return got
-        raise AssertionError(f"no {event!r} from the cluster helper within {timeout:.0f} s:\n{self.tail()}")
-
-    def send(self, **cmd) -> None:
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def close(self) -> None:
-        """Stop politely (the helper shuts the service and the cluster down), then end whatever
-        is left of the processes it started: all of them share its session id."""
-        try:
-            if self.proc.poll() is None:
-                self.send(cmd="stop")
-                self.proc.stdin.close()
-                self.proc.wait(120)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        deadline = time.time() + 20
-        while _session_pids(self.proc.pid) and time.time() < deadline:
-            time.sleep(0.5)
-        for pid in _session_pids(self.proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(30)
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Live processes whose session id is `sid` (the helper was started in a new session)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session, ...
-            pids.append(int(entry.name))
-    return pids
 
 
 def _token(database_url: str) -> str:
@@ -153,7 +74,7 @@ def test_a_dead_node_costs_its_run_an_attempt_but_no_failure_and_the_run_resumes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}  # loopback only, as trainer.raysession
     env.pop("RAY_ADDRESS", None)
-    helper = Helper(["--database-url", postgres_url, "--data-dir", str(data_dir)], env, tmp_path / "helper.log")
+    helper = Helper([str(HELPER), "--database-url", postgres_url, "--data-dir", str(data_dir)], env, tmp_path / "helper.log")
     try:
         ready = helper.expect("ready", timeout=300)
         workers = ready["workers"]
@@ -230,4 +151,4 @@ def test_a_dead_node_costs_its_run_an_attempt_but_no_failure_and_the_run_resumes
     finally:
         helper.close()
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert not _session_pids(helper.proc.pid), "processes of the cluster helper are still alive"
+    assert not session_pids(helper.proc.pid), "processes of the cluster helper are still alive"
