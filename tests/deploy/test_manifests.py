@@ -27,6 +27,8 @@ def test_compose_wires_postgres_ray_and_the_service():
     api = services["snrlab"]
     assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert api["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert api["deploy"]["replicas"] == 2 and api["ports"] == ["127.0.0.1:8000-8001:8000"]  # one host port each
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
     env = api["environment"]
     assert env["SNRLAB_RAY_ADDRESS"] == "ray-head:6379"
     assert env["SNRLAB_DATABASE_URL"].startswith("postgresql+psycopg://")
@@ -60,7 +62,9 @@ def test_kuberay_manifests_have_the_fields_that_matter():
     env = {e["name"]: e for e in container["env"]}
     assert env["SNRLAB_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] in kinds["Secret"]["stringData"]
     assert env["SNRLAB_RAY_ADDRESS"]["value"].startswith(cluster["metadata"]["name"] + "-head-svc")
-    assert container["readinessProbe"]["httpGet"]["path"] == "/api/v1/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # a standby is ready: it serves
+    deployment = kinds["Deployment"]["spec"]
+    assert deployment["replicas"] == 2 and deployment["strategy"]["type"] == "RollingUpdate"
 
 
 def _entrypoint(*args):
