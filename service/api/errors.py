@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.core.errors import AuthError, ServiceError, SpecError
+from service.core.errors import AuthError, ForbiddenError, ServiceError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 class ErrorBody(BaseModel):
     code: str
     message: str
+    needs: str | None = Field(None, description="403: the scope that would be enough (read, submit, admin)")
+    owner: str | None = Field(None, description="403 on ownership: the user whose work it is (absent for work from before owners)")
 
 
 class ErrorResponse(BaseModel):
@@ -30,7 +32,8 @@ class ErrorResponse(BaseModel):
 
 ERROR_RESPONSES = {
     400: {"model": ErrorResponse, "description": "the body is not valid JSON"},
-    401: {"model": ErrorResponse, "description": "missing or invalid API token"},
+    401: {"model": ErrorResponse, "description": "missing, invalid, revoked or expired API token"},
+    403: {"model": ErrorResponse, "description": "the token lacks the scope (`needs`) or the work is another user's (`owner`)"},
     404: {"model": ErrorResponse, "description": "not found"},
     409: {"model": ErrorResponse, "description": "conflict"},
     413: {"model": ErrorResponse, "description": "body too large"},
@@ -58,8 +61,10 @@ def encodable(obj: Any) -> Any:
     return encodable(str(obj))
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": encodable(message)}}, status_code=status, headers=headers)
+def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra: Any) -> JSONResponse:
+    """`{"error": {"code", "message"}}`, plus the fields of `extra` that are set (a 403's `needs`, `owner`)."""
+    body = {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
+    return JSONResponse({"error": encodable(body)}, status_code=status, headers=headers)
 
 
 CANDIDATE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -93,7 +98,8 @@ def register(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _domain(_: Request, exc: ServiceError):
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
-        return error_response(exc.status_code, exc.code, exc.message, headers)
+        extra = dict(needs=exc.needs, owner=exc.owner) if isinstance(exc, ForbiddenError) else {}
+        return error_response(exc.status_code, exc.code, exc.message, headers, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -3,9 +3,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 
-from service.api.deps import Cursor, ExperimentId, Offset, ReaderDep, SessionDep, SettingsDep, WriterDep
+from service.api.deps import Cursor, ExperimentId, Offset, Priority, ReaderDep, SessionDep, SettingsDep, WriterDep
 from service.api.errors import ERROR_RESPONSES
 from service.api.schemas import (
     ExperimentList,
@@ -15,11 +16,16 @@ from service.api.schemas import (
     SpecCheck,
 )
 from service.domain import experiments, limits
+from service.domain.experiments import MAX_PRIORITY, MIN_PRIORITY
 from service.domain.jobs import expand_runs
-from service.domain.spec import ExperimentSpec
+from service.domain.spec import ExperimentSpec, RequestModel
 from service.store import experiments as store
 
 router = APIRouter(prefix="/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
+
+
+class PriorityChange(RequestModel):
+    priority: int = Field(ge=MIN_PRIORITY, le=MAX_PRIORITY, description="higher starts first")
 
 
 def _accept(spec: ExperimentSpec, request: Request, settings) -> ExperimentSpec:
@@ -35,18 +41,22 @@ def _accept(spec: ExperimentSpec, request: Request, settings) -> ExperimentSpec:
 def create_experiment(
     spec: ExperimentSpec, request: Request, response: Response, session: SessionDep, settings: SettingsDep,
     principal: WriterDep, idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    priority: Priority = 0,
 ):
-    """Expand the spec into runs (dataset x weighting x seed) and queue them. With an
-    `Idempotency-Key`, a repeat of the same body returns the same experiment (409 if the body differs)."""
+    """Expand the spec into runs (dataset x weighting x seed) and queue them, owned by the token's
+    user, at `?priority=`. With an `Idempotency-Key`, a repeat of the same body returns the same
+    experiment (409 if the body differs)."""
     spec = _accept(spec, request, settings)
-    kwargs = dict(idempotency_scope=principal, idempotency_key=idempotency_key)
+    kwargs = dict(idempotency_scope=principal.token_id, idempotency_key=idempotency_key)
     try:
         exp, created = experiments.create_experiment(session, spec=spec, code_version=request.app.state.code_version,
-                                                     checkpoint_every=settings.checkpoint_every, **kwargs)
+                                                     checkpoint_every=settings.checkpoint_every, owner=principal.user,
+                                                     priority=priority, **kwargs)
         session.commit()
     except IntegrityError:  # a concurrent request with the same key won the insert
         session.rollback()
-        exp = store.replay_idempotent(session, scope=principal, key=idempotency_key or "", request_hash=spec.canonical_hash())
+        exp = store.replay_idempotent(session, scope=principal.token_id, key=idempotency_key or "",
+                                      request_hash=spec.canonical_hash())
         if exp is None:
             raise
         created = False
@@ -90,9 +100,21 @@ async def get_experiment(experiment_id: ExperimentId, session: SessionDep, _: Re
 
 
 @router.post("/{experiment_id}/cancel", response_model=ExperimentRead)
-def cancel_experiment(experiment_id: ExperimentId, request: Request, session: SessionDep, _: WriterDep):
-    """Queued runs are cancelled at once; live runs are stopped on Ray within seconds."""
-    exp = experiments.cancel_experiment(session, experiment_id=experiment_id)
+def cancel_experiment(experiment_id: ExperimentId, request: Request, session: SessionDep, principal: WriterDep):
+    """Queued runs are cancelled at once; live runs are stopped on Ray within seconds. Its owner's
+    or an admin's (403 naming the owner otherwise)."""
+    exp = experiments.cancel_experiment(session, experiment_id=experiment_id, by=principal)
     session.commit()
     request.app.state.wake_dispatcher()
+    return experiments.experiment_view(exp)
+
+
+@router.patch("/{experiment_id}", response_model=ExperimentRead)
+def update_experiment(experiment_id: ExperimentId, body: PriorityChange, request: Request, session: SessionDep,
+                      principal: WriterDep):
+    """Change the priority (`{"priority": N}`, higher starts first) of the runs still queued. Its
+    owner's or an admin's (403 naming the owner otherwise)."""
+    exp = experiments.set_priority(session, experiment_id=experiment_id, priority=body.priority, by=principal)
+    session.commit()
+    request.app.state.wake_dispatcher()  # the queue's order changed
     return experiments.experiment_view(exp)

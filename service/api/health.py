@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from service.api.deps import ReaderDep, SessionDep
+from service.api.errors import ERROR_RESPONSES
 from service.core.errors import readable_error
 from service.store.models import Lease, Replica
 
@@ -111,7 +112,7 @@ class Status(BaseModel):
     this_replica: str | None
 
 
-@router.get("/status", response_model=Status)
+@router.get("/status", response_model=Status, responses={k: ERROR_RESPONSES[k] for k in (401, 403)})
 def status(request: Request, session: SessionDep, _: ReaderDep):
     """The service's replicas on this database (by heartbeat), the dispatcher lease and its age."""
     now = time.time()

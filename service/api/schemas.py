@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +60,8 @@ class ExperimentSummary(BaseModel):
     id: str
     name: str
     status: ExperimentStatus
+    owner: str | None = Field(description="the user who submitted it (null: from before owners; only admins act on it)")
+    priority: int = Field(description="higher starts first; the owner or an admin changes it (PATCH)")
     created_at: datetime
     finished_at: datetime | None
     progress: Progress
@@ -135,10 +137,3 @@ class TokenCreated(BaseModel):
     id: str
     name: str
     token: str
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    database: str
-    dispatcher: str
-    version: str

@@ -7,6 +7,7 @@ import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from service.api import errors, experiments, health, leaderboard, queue, rescore, runs, sweeps
@@ -16,7 +17,7 @@ from service.core.config import Settings, check_shared_storage, get_settings
 from service.core.version import code_version
 from service.runtime.dispatcher import Dispatcher
 from service.runtime.executor import Executor, build_executor
-from service.runtime.lease import Lease, LeaseKeeper
+from service.runtime.lease import Lease, LeaseKeeper, SecondReplica
 from service.runtime.sweep_manager import SweepManager
 from service.store.db import make_engine, make_sessionmaker, upgrade
 from service.web import pages
@@ -24,6 +25,8 @@ from service.web import pages
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+# SecondReplica is re-exported for `snrlab serve` (client/ reaches the runtime only through app/)
+__all__ = ["API_PREFIX", "SecondReplica", "create_app", "pid_alive", "refuse_second_replica"]
 
 
 def create_app(settings: Settings | None = None, *, executor: Executor | None = None, **dispatcher_kwargs) -> FastAPI:
@@ -97,6 +100,21 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
     app.add_api_route("/readyz", health.readyz, include_in_schema=False)
     pages.register(app)  # the pages (leaderboard, experiments, runs) beside the API
     return app
+
+
+def refuse_second_replica(settings: Settings) -> None:
+    """`snrlab serve` on SQLite, before uvicorn and Ray start: SecondReplica (with the reason) when
+    another live service already dispatches from that file. The lifespan checks again."""
+    url = settings.resolved_database_url
+    if not settings.dispatcher_enabled or make_url(url).get_backend_name() != "sqlite":
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        Lease(make_sessionmaker(engine)).check_single_replica(alive=pid_alive)
+    finally:
+        engine.dispose()
 
 
 def _woken(*callbacks):

@@ -1,5 +1,5 @@
-"""The API client commands of `snrlab`: submit / list / show / cancel / leaderboard / sweep. They
-talk to the service over its HTTP API only (service.client.http)."""
+"""The API client commands of `snrlab`: submit / list / show / cancel / priority / leaderboard /
+sweep / rescore. They talk to the service over its HTTP API only (service.client.http)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ from rich.table import Table
 from service.client.http import ApiError, call, console, err, load_spec, run_cli
 
 TERMINAL = {"succeeded", "failed", "cancelled"}  # as the API reports an experiment's or sweep's end
+PRIORITY_HELP = "higher starts first (-100..100, default 0); change it later with `snrlab priority`"
 
 
 def submit(
@@ -21,12 +22,14 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="show progress per run until the experiment finishes"),
     idempotency_key: Optional[str] = typer.Option(None, help="resubmitting with the same key returns the same experiment"),
     poll: float = typer.Option(2.0, help="seconds between progress polls"),
+    priority: Optional[int] = typer.Option(None, "--priority", help=PRIORITY_HELP),
 ) -> None:
     """Submit an experiment; prints its id (and its runs' ids)."""
 
     def go():
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        exp = call("POST", "/experiments", json=load_spec(spec), headers=headers)
+        params = {"priority": priority} if priority is not None else {}
+        exp = call("POST", "/experiments", json=load_spec(spec), headers=headers, params=params)
         console().print(f"experiment [bold]{exp['id']}[/bold] ({exp['name']}): {len(exp['run_ids'])} runs queued")
         if not wait:
             print(exp["id"])
@@ -65,10 +68,10 @@ def list_cmd(limit: int = typer.Option(20, min=1, max=500)) -> None:
 
     def go():
         page = call("GET", "/experiments", params={"limit": limit})
-        table = Table("id", "name", "status", "runs", "progress", "created")
+        table = Table("id", "name", "owner", "priority", "status", "runs", "progress", "created")
         for e in page["items"]:
-            table.add_row(e["id"], e["name"], e["status"], str(e["progress"]["runs"]),
-                          f"{100 * e['progress']['fraction']:.0f}%", e["created_at"][:19])
+            table.add_row(e["id"], e["name"], e.get("owner") or "-", str(e.get("priority", 0)), e["status"],
+                          str(e["progress"]["runs"]), f"{100 * e['progress']['fraction']:.0f}%", e["created_at"][:19])
         console().print(table)
 
     run_cli(go)
@@ -94,7 +97,8 @@ def show(item_id: str = typer.Argument(..., help="an experiment (exp_...) or run
             return
         exp = call("GET", f"/experiments/{item_id}")
         console().print(f"experiment [bold]{exp['id']}[/bold] {exp['name']}: {exp['status']} "
-                      f"({100 * exp['progress']['fraction']:.0f}%)")
+                      f"({100 * exp['progress']['fraction']:.0f}%); owner {exp.get('owner') or '-'}, "
+                      f"priority {exp.get('priority', 0)}")
         table = Table("run", "dataset", "weighting", "seed", "status", "step", "error")
         for r in exp["runs"]:
             table.add_row(r["id"], r["dataset"], r["weighting"], str(r["seed"]), r["status"],
@@ -110,6 +114,20 @@ def cancel(experiment_id: str) -> None:
     def go():
         exp = call("POST", f"/experiments/{experiment_id}/cancel")
         console().print(f"experiment {exp['id']}: {exp['status']}")
+
+    run_cli(go)
+
+
+def priority_cmd(
+    experiment_id: str = typer.Argument(..., help="an experiment (exp_...), a sweep's included"),
+    value: int = typer.Argument(..., help="the new priority, -100..100: higher starts first"),
+) -> None:
+    """Change an experiment's priority (your own, or anyone's with an admin token); its queued runs
+    move in the queue at once."""
+
+    def go():
+        exp = call("PATCH", f"/experiments/{experiment_id}", json={"priority": value})
+        console().print(f"experiment {exp['id']}: priority {exp['priority']}")
 
     run_cli(go)
 
@@ -177,12 +195,14 @@ def sweep(
     spec: Path = typer.Argument(..., help="sweep spec, YAML or JSON: base, search_space, search, scheduler, metric, ..."),
     wait: bool = typer.Option(False, "--wait", help="show each trial's progress until the sweep finishes"),
     poll: float = typer.Option(2.0, help="seconds between progress polls"),
+    priority: Optional[int] = typer.Option(None, "--priority", help=PRIORITY_HELP),
 ) -> None:
     """Start a Ray Tune sweep; prints its id. Trials are runs of the sweep's experiment, so
     `snrlab show EXP` and the leaderboard show them too."""
 
     def go():
-        sw = call("POST", "/sweeps", json=load_spec(spec))
+        params = {"priority": priority} if priority is not None else {}
+        sw = call("POST", "/sweeps", json=load_spec(spec), params=params)
         console().print(f"sweep [bold]{sw['id']}[/bold] ({sw['name']}): experiment {sw['experiment_id']}, "
                         f"{sw['spec']['search']} search, {sw['spec']['scheduler']} scheduler, "
                         f"{sw['metric']} ({sw['mode']}) at T={sw['spec']['num_steps']}")
@@ -252,6 +272,8 @@ def register(app: typer.Typer) -> None:
     app.command("list")(list_cmd)
     app.command("show")(show)
     app.command("cancel")(cancel)
+    # a negative priority (`snrlab priority exp_x -5`) is an argument, not an unknown option
+    app.command("priority", context_settings={"ignore_unknown_options": True})(priority_cmd)
     app.command("leaderboard")(leaderboard)
     app.command("sweep")(sweep)
     app.command("rescore")(rescore)

@@ -33,6 +33,19 @@ class AuthError(ServiceError):
     code = "unauthorized"
 
 
+class ForbiddenError(ServiceError):
+    """An authenticated caller without the scope or the ownership (403, not 401: another token
+    would do, the same one sent again would not). `needs` is the scope that would be enough;
+    `owner` the user whose work it is, for a refusal on ownership."""
+
+    status_code = 403
+    code = "forbidden"
+
+    def __init__(self, message: str, *, needs: str | None = None, owner: str | None = None):
+        super().__init__(message)
+        self.needs, self.owner = needs, owner
+
+
 class SpecError(ServiceError):
     """An experiment spec that parses but cannot run; `loc` names the field like pydantic."""
 

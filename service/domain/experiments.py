@@ -1,5 +1,5 @@
-"""Experiments: a spec in, its runs queued (all or nothing), cancel, and the state derived from
-the runs. The folder a dataset reads is checked against SNRLAB_DATA_ROOTS exactly as the reader
+"""Experiments: a spec in, its runs queued (all or nothing), cancel and priority (its owner's or an
+admin's, service.domain.ownership), and the state derived from the runs. The folder a dataset reads is checked against SNRLAB_DATA_ROOTS exactly as the reader
 will see it."""
 from __future__ import annotations
 
@@ -13,17 +13,25 @@ from sqlalchemy.orm import Session
 from service.core.errors import SpecError
 from service.core.lifecycle import RunStatus, experiment_status, transition, utcnow
 from service.domain.jobs import expand_runs
+from service.domain.ownership import Principal, require_owner
 from service.domain.spec import ExperimentSpec
 from service.store import experiments as store
 from service.store.models import Experiment
 
 
+# Priorities: higher starts first. Bounded so that a number is a rank among a team's work, not a
+# race to the largest integer; 0 is everyone's default.
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
+
+
 def create_experiment(session: Session, *, spec: ExperimentSpec, code_version: str, checkpoint_every: int | None = None,
-                      idempotency_scope: str | None = None, idempotency_key: str | None = None) -> tuple[Experiment, bool]:
-    """Insert the experiment and all its runs (one transaction: all or nothing).
+                      idempotency_scope: str | None = None, idempotency_key: str | None = None,
+                      owner: str | None = None, priority: int = 0) -> tuple[Experiment, bool]:
+    """Insert the experiment and all its runs (one transaction: all or nothing), owned by `owner`.
 
     Returns (experiment, created). With an idempotency key already used for the same body,
-    returns the original experiment; for another body raises ConflictError. A concurrent
+    returns the original experiment (with its own priority: priority is no part of the body's
+    hash, a repeat does not change it); for another body raises ConflictError. A concurrent
     insert of the same key surfaces as IntegrityError at flush: the caller rolls back and
     calls `store.experiments.replay_idempotent`."""
     spec_hash = spec.canonical_hash()
@@ -35,14 +43,18 @@ def create_experiment(session: Session, *, spec: ExperimentSpec, code_version: s
             return replay, False
     exp = store.insert_experiment(session, name=spec.name, spec=spec.model_dump(mode="json"), spec_hash=spec_hash,
                                   code_version=code_version, runs=[r.columns for r in rows],
-                                  idempotency_scope=idempotency_scope, idempotency_key=idempotency_key)
+                                  idempotency_scope=idempotency_scope, idempotency_key=idempotency_key,
+                                  owner=owner, priority=priority)
     return exp, True
 
 
-def cancel_experiment(session: Session, *, experiment_id: str) -> Experiment:
+def cancel_experiment(session: Session, *, experiment_id: str, by: Principal | None = None) -> Experiment:
     """Queued runs are cancelled now; live runs are flagged for the dispatcher, which stops
-    their Ray work and then marks them cancelled. Cancelling a finished experiment is a no-op."""
+    their Ray work and then marks them cancelled. Cancelling a finished experiment is a no-op.
+    `by`: the caller, who must own it or be an admin (None: the service itself, e.g. a sweep's cancel)."""
     exp = store.get_experiment(session, experiment_id=experiment_id)
+    if by is not None:
+        require_owner(by, exp.owner, f"experiment {exp.id}", action="cancel")
     if exp.cancel_requested_at is None:
         exp.cancel_requested_at = utcnow()
     for run in exp.runs:
@@ -51,6 +63,19 @@ def cancel_experiment(session: Session, *, experiment_id: str) -> Experiment:
             transition(run, RunStatus.CANCELLED, error=None)
         elif not status.is_terminal():
             run.cancel_requested = True
+    session.flush()
+    return exp
+
+
+def set_priority(session: Session, *, experiment_id: str, priority: int, by: Principal | None = None) -> Experiment:
+    """A new priority (its owner's or an admin's call): it orders the experiment's runs that are
+    still queued against everyone else's (service.domain.queue)."""
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise SpecError(("body", "priority"), f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, not {priority}")
+    exp = store.get_experiment(session, experiment_id=experiment_id)
+    if by is not None:
+        require_owner(by, exp.owner, f"experiment {exp.id}", action="reprioritise")
+    exp.priority = priority
     session.flush()
     return exp
 
@@ -73,7 +98,7 @@ def experiment_view(exp: Experiment) -> dict[str, Any]:
     done = sum(run_progress(r) for r in exp.runs)
     finished = [r.finished_at for r in exp.runs if r.finished_at is not None]
     return dict(
-        id=exp.id, name=exp.name, status=status, created_at=exp.created_at,
+        id=exp.id, name=exp.name, status=status, owner=exp.owner, priority=exp.priority, created_at=exp.created_at,
         finished_at=max(finished) if status.is_terminal() and finished else None,
         progress=dict(runs=len(states), by_status=dict(by_status), fraction=round(done / planned, 4)),
         run_ids=[r.id for r in exp.runs], runs=list(exp.runs), cancel_requested_at=exp.cancel_requested_at,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from service.core.errors import ConflictError, SpecError
 from service.core.lifecycle import RunStatus, SweepStatus, transition
 from service.domain.experiments import cancel_experiment
+from service.domain.ownership import Principal, require_owner
 from service.domain.spec import sha256_json
 from service.domain.sweep_spec import (
     T_SAMPLING_PARAM,
@@ -46,6 +47,8 @@ class SweepSummary(BaseModel):
     experiment_id: str
     name: str
     status: SweepStatus
+    owner: str | None = Field(description="the user who started it (null: from before owners; only admins act on it)")
+    priority: int = Field(description="its experiment's: higher starts first (PATCH /experiments/{experiment_id})")
     metric: str
     mode: str
     best: dict[str, Any] | None = Field(description="trial_id, run_id, config, value, train_step of the best final result")
@@ -94,15 +97,17 @@ def concurrency(spec: SweepSpec, *, capacity: int, max_concurrent_runs: int | No
 
 # ---------------------------------------------------------------- persistence
 def create_sweep(session: Session, *, spec: SweepSpec, code_version: str, max_concurrent_trials: int | None = None,
-                 message: str | None = None) -> Sweep:
-    """The sweep and its (empty) experiment; trials add runs as Tune starts them."""
+                 message: str | None = None, owner: str | None = None, priority: int = 0) -> Sweep:
+    """The sweep and its (empty) experiment, both owned by `owner`, the experiment at `priority`
+    (its trials' runs queue at it); trials add runs as Tune starts them."""
     base = spec.base.model_dump(mode="json")
     base["name"] = spec.experiment_name
     body = spec.model_dump(mode="json")
     body["search_space"] = {k: d.model_dump(mode="json", exclude_none=True) for k, d in spec.search_space.items()}
-    exp = Experiment(name=spec.experiment_name, spec=base, spec_hash=sha256_json(body), code_version=code_version)
+    exp = Experiment(name=spec.experiment_name, spec=base, spec_hash=sha256_json(body), code_version=code_version,
+                     owner=owner, priority=priority)
     sweep = Sweep(experiment=exp, spec=body, status=SweepStatus.QUEUED.value, max_concurrent_trials=max_concurrent_trials,
-                  message=message)
+                  message=message, owner=owner)
     session.add_all([exp, sweep])
     session.flush()
     return sweep
@@ -115,10 +120,13 @@ def finish_sweep(sweep: Sweep, *, status: SweepStatus, error: str | None = None)
     transition(sweep, status, **({"error": error} if error is not None else {}))
 
 
-def cancel_sweep(session: Session, *, sweep_id: str) -> Sweep:
+def cancel_sweep(session: Session, *, sweep_id: str, by: Principal | None = None) -> Sweep:
     """Queued trial runs are cancelled now, live ones flagged for the dispatcher; the manager
-    kills the Tune actor. The sweep row is locked, so no trial can add a run after this."""
+    kills the Tune actor. The sweep row is locked, so no trial can add a run after this.
+    `by`: the caller, who must own the sweep or be an admin (None: the service itself)."""
     sweep = get_sweep(session, sweep_id=sweep_id, for_update=True)
+    if by is not None:
+        require_owner(by, sweep.owner, f"sweep {sweep.id}", action="cancel")
     if not SweepStatus(sweep.status).is_terminal():
         finish_sweep(sweep, status=SweepStatus.CANCELLED)
         cancel_experiment(session, experiment_id=sweep.experiment_id)
@@ -232,7 +240,7 @@ def best_trial(session: Session, sweep: Sweep) -> dict[str, Any] | None:
 
 def sweep_summary(sweep: Sweep) -> dict[str, Any]:
     return dict(id=sweep.id, experiment_id=sweep.experiment_id, name=sweep.experiment.name, status=sweep.status,
-                metric=sweep.spec["metric"], mode=sweep.spec["mode"], best=sweep.best, created_at=sweep.created_at,
+                owner=sweep.owner, priority=sweep.experiment.priority, metric=sweep.spec["metric"], mode=sweep.spec["mode"], best=sweep.best, created_at=sweep.created_at,
                 finished_at=sweep.finished_at)
 
 

@@ -14,10 +14,11 @@ from service.store.pages import keyset_page
 
 def insert_experiment(session: Session, *, name: str, spec: dict[str, Any], spec_hash: str, code_version: str,
                       runs: list[dict[str, Any]], idempotency_scope: str | None = None,
-                      idempotency_key: str | None = None) -> Experiment:
+                      idempotency_key: str | None = None, owner: str | None = None, priority: int = 0) -> Experiment:
     """The experiment and all its runs (queued), in the caller's transaction. A concurrent insert of
-    the same idempotency key surfaces as IntegrityError at flush."""
-    exp = Experiment(name=name, spec=spec, spec_hash=spec_hash, code_version=code_version)
+    the same idempotency key surfaces as IntegrityError at flush. `owner` is the submitting user
+    (None: an admin's only); `priority` orders the queue and is no part of the spec or its hash."""
+    exp = Experiment(name=name, spec=spec, spec_hash=spec_hash, code_version=code_version, owner=owner, priority=priority)
     exp.runs = [Run(status=RunStatus.QUEUED.value, **row) for row in runs]
     session.add(exp)
     session.flush()

@@ -4,7 +4,8 @@ When reads need a token a page takes it from an HttpOnly, SameSite=Strict cookie
 /login, which sets the cookie and redirects (303) back to the page: a token never sits in a URL,
 a log line or the browser's history. A `?token=` that still arrives (an old bookmark) is moved
 into the cookie the same way and redirected away. Mutations are never taken from the cookie:
-the cancel button asks for a token and POSTs to the API with it (static/snrlab.js)."""
+the cancel button asks for a token and POSTs to the API with it (static/snrlab.js). Any live token
+reads a page (every scope implies `read`); an expired one is refused like a revoked one."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -21,7 +22,7 @@ from service.store.tokens import verify_token
 from service.web.render import page
 
 COOKIE = "snrlab_token"
-INVALID = "that token is not valid (revoked or mistyped)"
+INVALID = "that token is not valid (revoked, expired or mistyped)"
 
 
 class WebAuthError(Exception):

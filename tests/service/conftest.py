@@ -132,8 +132,10 @@ def settings(database_url, tmp_path) -> Settings:
 
 @pytest.fixture
 def token(session_factory) -> str:
+    """An admin token (user "tests"): the tests that use it act on rows they insert themselves,
+    owned by no one. Scopes and ownership are tests/service/test_ownership.py's."""
     with session_scope(session_factory) as s:
-        _, tok = tokens_store.create_token(s, name="tests")
+        _, tok = tokens_store.create_token(s, name="tests", scopes=("admin",))
     return tok
 
 
