@@ -201,6 +201,12 @@ def test_client_commands_against_a_live_server(settings, engine, token, make_spe
         assert cancelled.exit_code == 0
         assert runner.invoke(app, ["show", "exp_missing"]).exit_code == 1
 
+        status = runner.invoke(app, ["status"])  # one replica: it leads
+        assert status.exit_code == 0, status.output
+        assert "leader" in status.stdout and "(answered)" in status.stdout and "lease: held by" in status.stdout
+        queued = runner.invoke(app, ["queue"])
+        assert queued.exit_code == 0 and "queue: 0 runs queued" in queued.stdout and "per user" in queued.stdout
+
 
 @pytest.mark.parametrize("value, text", [(486.698, "486.7"), (1264.952, "1265"), (5.0, "5.000"), (0.024, "0.02400"),
                                          (-3.14159, "-3.142"), (0.0, "0")])
