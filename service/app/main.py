@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
                                          ready=lambda: dispatcher.connected and dispatcher.leading, write=lease.write)
             sweep_manager.start()
             keeper = LeaseKeeper(lease, version=app.state.code_version, interval_s=settings.lease_renew_s,
-                                 on_elected=_woken(dispatcher.elected, sweep_manager.wake), on_lost=dispatcher.lost)
+                                 on_elected=_woken(dispatcher.elected, sweep_manager.wake), on_lost=dispatcher.lost,
+                                 ready=lambda: dispatcher.connected)
+            dispatcher.on_connected = keeper.wake  # joined Ray later (an address that was down): lead at once
             keeper.tick()  # the first try at once: a lone replica leads from its first dispatcher pass
             keeper.start()
         app.state.dispatcher = dispatcher

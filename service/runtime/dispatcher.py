@@ -61,6 +61,7 @@ class Dispatcher(BackgroundLoop):
         self.lease = lease
         self._write: Callable[[], AbstractContextManager[Session]] = lease.write if lease else partial(session_scope, session_factory)
         self._reconcile_due = lease is None
+        self.on_connected: Callable[[], None] = lambda: None  # the lease keeper's wake: try to lead at once
         self.settings = settings
         self.executor = executor
         self.train_fn = train_fn
@@ -101,6 +102,7 @@ class Dispatcher(BackgroundLoop):
             self._reconcile_due = False
         self.connected, self.connect_error = True, None
         self.state = "running" if self.leading else "standby"
+        self.on_connected()
         log.info("dispatcher connected to %s: %g CPUs, %g GPUs on %d node(s)", self.settings.ray_address or "a local Ray",
                  self.cluster.cpus, self.cluster.gpus, len(self.cluster.nodes))
         return True
@@ -128,6 +130,8 @@ class Dispatcher(BackgroundLoop):
     def elected(self) -> None:
         """The lease keeper took the lease: reconcile, then dispatch (on the dispatcher's thread)."""
         self._reconcile_due = True
+        if self.connected:
+            self.state = "running"
         self.wake()
 
     def lost(self) -> None:

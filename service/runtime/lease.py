@@ -179,9 +179,12 @@ class LeaseKeeper(BackgroundLoop):
     name = "snrlab-lease"
 
     def __init__(self, lease: Lease, *, version: str, interval_s: float, on_elected: Callable[[], None],
-                 on_lost: Callable[[], None], forget_after_s: float = 3600.0):
+                 on_lost: Callable[[], None], ready: Callable[[], bool] = lambda: True, forget_after_s: float = 3600.0):
         super().__init__(interval_s)
         self.lease, self.version = lease, version
+        # Only a replica that could dispatch (its dispatcher has joined Ray) tries to take the lease:
+        # one that cannot reach the cluster must not keep a replica that can from leading.
+        self.ready = ready
         self.on_elected, self.on_lost = on_elected, on_lost
         self.forget_after_s = forget_after_s
         self.started_at = lease.clock()
@@ -191,7 +194,7 @@ class LeaseKeeper(BackgroundLoop):
         if self.lease.held:
             if not self.lease.renew():
                 self.on_lost()
-        elif self.lease.acquire():
+        elif self.ready() and self.lease.acquire():
             self.on_elected()
 
     def heartbeat(self) -> None:

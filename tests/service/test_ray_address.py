@@ -48,7 +48,8 @@ def test_unreachable_address_serves_503_readiness_and_starts_no_local_ray(tmp_pa
         assert health.json()["dispatcher"] == "connecting"
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 503
-        assert ready.json() == {"status": "unavailable", "database": "ok",
+        assert ready.json() == {"status": "unavailable", "database": "ok", "dispatcher": "connecting",
+                                "replica": ready.json()["replica"], "leader": None,  # no Ray, no lease taken
                                 "ray": f"unreachable at {address}: Connection refused"}
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/readyz", timeout=5).status_code == 503
         deadline = time.time() + 60
@@ -86,7 +87,7 @@ APPEARS = textwrap.dedent("""
             cluster = Cluster(initialize_head=True, connect=False,
                               head_node_args={"gcs_server_port": port, "num_cpus": 1, "include_dashboard": False})
             deadline = time.time() + 180
-            while c.get("/readyz").status_code != 200 and time.time() < deadline:
+            while c.get("/readyz").json()["dispatcher"] != "leader" and time.time() < deadline:
                 time.sleep(0.2)
             r = c.get("/readyz")
             out["after"] = [r.status_code, r.json()["ray"], ray.is_initialized(), c.get("/healthz").json()["dispatcher"]]
@@ -179,13 +180,16 @@ def test_readiness_follows_the_dispatchers_connection(settings, engine, fake_exe
     with TestClient(app) as c:
         first = c.get("/readyz")
         deadline = time.time() + 60
-        while c.get("/readyz").status_code != 200 and time.time() < deadline:
+        while c.get("/readyz").json()["dispatcher"] != "leader" and time.time() < deadline:
             time.sleep(0.05)
         after = c.get("/readyz")
     assert first.status_code == 503
-    assert first.json() == {"status": "unavailable", "database": "ok",
-                            "ray": "unreachable at head.example:6379: Connection refused"}
-    assert after.status_code == 200 and after.json() == {"status": "ready", "database": "ok", "ray": "local cluster"}
+    replica = first.json()["replica"]
+    assert first.json() == {"status": "unavailable", "database": "ok", "dispatcher": "connecting", "replica": replica,
+                            "leader": None, "ray": "unreachable at head.example:6379: Connection refused"}
+    # a replica that cannot reach Ray does not take the lease; once connected it leads (it is alone)
+    assert after.status_code == 200 and after.json() == {"status": "ready", "database": "ok", "ray": "local cluster",
+                                                         "dispatcher": "leader", "replica": replica, "leader": replica}
     assert flaky.calls == 4  # three refusals, then connected: no more attempts
 
 
