@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -164,7 +165,7 @@ def test_a_reader_sees_the_old_or_the_new_object_never_part(store):
         while (len(seen) < 30 or i < len(versions)) and time.monotonic() < deadline:
             i += 1  # round and round: a version comes back only after 8 other writes
             store.write_bytes("runs/r/results.json", versions[i % len(versions)])
-            time.sleep(0.01)  # room for a read to finish (a writer flat out can starve read_bytes' retries)
+            time.sleep(0.1)  # room for reads to finish: a writer flat out (a PUT every 30 ms) starves the retries
     finally:
         stop.set()
         t.join()
@@ -190,16 +191,22 @@ def test_local_write_replaces_the_file(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_s3_object_appears_only_when_its_upload_completes(s3_bucket):
+def test_s3_object_appears_only_when_its_upload_completes(s3_bucket, s3_server):
     s = Storage.from_uri(s3_bucket)
     s.write_bytes("runs/r/results.json", b"old")
+    s.write_bytes("runs/r/big.bin", b"x" * (11 << 20))  # above the 10 MiB part size
+    key = f"/{s.path('runs/r')}/"
+    requests = [line.split('"')[1] for line in s3_server.log_path.read_text().splitlines() if key in line]
+    assert f"PUT {key}results.json HTTP/1.1" in requests  # one PutObject, no multipart upload
+    assert not [r for r in requests if "results.json?" in r]
+    assert any(r.startswith(f"POST {key}big.bin?uploads") for r in requests)  # multipart: published on completion
     with s.fs.open_output_stream(s.path("runs/r/results.json")) as f:  # what write_bytes does
         f.write(b"new" * 1000)
         assert s.read_bytes("runs/r/results.json") == b"old"
-        with s.fs.open_output_stream(s.path("runs/r/fresh.json")) as g:
-            g.write(b"{}")
-            assert not s.exists("runs/r/fresh.json")
-    assert s.read_bytes("runs/r/results.json") == b"new" * 1000 and s.read_bytes("runs/r/fresh.json") == b"{}"
+        with s.fs.open_output_stream(s.path("runs/r/fresh.bin")) as g:
+            g.write(b"y" * (11 << 20))  # a multipart upload under way: parts sent, no object yet
+            assert not s.exists("runs/r/fresh.bin") and s.list("runs/r") == ["big.bin", "results.json"]
+    assert s.read_bytes("runs/r/results.json") == b"new" * 1000 and s.size("runs/r/fresh.bin") == 11 << 20
 
 
 # ---------------------------------------------------------------- the start-up probe
@@ -263,44 +270,50 @@ def test_check_wrong_credentials(s3_bucket, monkeypatch, var, value):
 
 
 # ---------------------------------------------------------------- Ray Train on the bucket
-def _report_once(config: dict) -> None:
-    import tempfile
-
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    seen = ""
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            with open(os.path.join(d, "state.txt")) as f:
-                seen = f.read()
-    with tempfile.TemporaryDirectory() as d:
-        with open(os.path.join(d, "state.txt"), "w") as f:
-            f.write(config["payload"])
-        ray.train.report({"seen": seen}, checkpoint=ray.train.Checkpoint.from_directory(d))
-
-
 def test_ray_train_checkpoints_and_resumes_on_the_bucket(ray_session, s3_bucket):
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    """Two fits of one run name on the bucket: the second resumes from the first's checkpoint.
+    The Train controller (it writes the run's state to the store) and workers are Ray actors
+    started by the cluster's raylet, which never saw this test's AWS_* variables (the cluster
+    may be older than the server): they get them the way snrlab's run actor would, from a
+    runtime_env on the task that calls fit(), which the controller and workers inherit."""
+    import ray
 
     s = Storage.from_uri(s3_bucket)
     storage_path, storage_filesystem = s.ray_train_storage()
     assert storage_filesystem is s.fs
 
-    def fit(payload: str):
-        return TorchTrainer(
-            _report_once,
+    def report_once(config: dict) -> None:  # defined here: pickled by value, whatever this module is called
+        import tempfile
+
+        import ray.train
+
+        checkpoint, seen = ray.train.get_checkpoint(), ""
+        if checkpoint:
+            with checkpoint.as_directory() as d:
+                seen = Path(d, "state.txt").read_text()
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "state.txt").write_text(config["payload"])
+            ray.train.report({"seen": seen}, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    @ray.remote(num_cpus=0)
+    def fit(payload: str) -> tuple[str, str]:
+        import ray.train
+        from ray.train.torch import TorchTrainer
+
+        result = TorchTrainer(
+            report_once,
             train_loop_config={"payload": payload},
             scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-            run_config=ray.train.RunConfig(name="r1", storage_path=storage_path, storage_filesystem=storage_filesystem,
-                                           worker_runtime_env={"env_vars": forwarded_env()}),
+            run_config=ray.train.RunConfig(name="r1", storage_path=storage_path, storage_filesystem=storage_filesystem),
         ).fit()
+        return result.metrics["seen"], result.checkpoint.path
 
-    first = fit("first")
-    assert first.metrics["seen"] == "" and first.checkpoint.path.startswith(f"{s.root}/runs/r1/checkpoint_")
-    second = fit("second")
-    assert second.metrics["seen"] == "first"
+    with_env = fit.options(runtime_env={"env_vars": forwarded_env()})
+    seen, path = ray.get(with_env.remote("first"), timeout=300)
+    assert seen == "" and path.startswith(f"{s.root}/runs/r1/checkpoint_")
+    seen, path2 = ray.get(with_env.remote("second"), timeout=300)
+    assert seen == "first" and path2 != path
     files = s.walk_files("runs/r1")
     assert sum(f.startswith("checkpoint_") and f.endswith("/state.txt") for f in files) == 2, files
+    assert s.read_bytes(f"{path2.removeprefix(s.root + '/')}/state.txt") == b"second"
     assert not os.path.exists(storage_path)  # nothing went to a local directory of that name
