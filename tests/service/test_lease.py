@@ -147,3 +147,41 @@ def test_sqlite_refuses_a_second_replica_but_not_a_restart_after_a_crash(session
     assert newcomer.acquire()
     same_process = Lease(session_factory, replica=f"{here}:{os.getpid()}:def", clock=clock)
     same_process.check_single_replica(alive=lambda pid: True)  # an app restarted in this process (tests)
+
+
+def test_a_frozen_holder_of_the_fence_cannot_hold_a_takeover_up(postgres_url):
+    """PostgreSQL: a leader frozen inside a fenced write holds the lease row's share lock; the
+    takeover's UPDATE waits on it until PostgreSQL ends the idle transaction (store.db's
+    idle_in_transaction_session_timeout), then takes the lease; the frozen write never lands."""
+    import threading
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    from service.store.db import IDLE_TX_TIMEOUT_MS, make_engine, make_sessionmaker, upgrade
+
+    upgrade(postgres_url)
+    engine = make_engine(postgres_url)
+    factory = make_sessionmaker(engine)
+    clock = Clock()
+    a = Lease(factory, replica="host-a:1:x", clock=clock)
+    b = Lease(factory, replica="host-b:2:y", clock=clock)
+    try:
+        assert a.acquire()
+        took: dict[str, float] = {}
+        with pytest.raises(DBAPIError):
+            with a.write() as s:  # fenced: the share lock is held from here
+                s.execute(select(Replica)).all()
+                clock.now += 60  # a freezes past its lease
+                t0 = time.monotonic()
+                thread = threading.Thread(target=lambda: took.update(ok=b.acquire(), after=time.monotonic() - t0))
+                thread.start()
+                thread.join(IDLE_TX_TIMEOUT_MS / 1000 + 20)
+                assert not thread.is_alive(), "the takeover is still waiting on the frozen holder's lock"
+                s.add(Replica(id="late", host="a", pid=1, version="v", started_at=0, seen_at=0))
+            # leaving the block commits: the server ended this transaction, so the commit fails
+        assert took["ok"] and took["after"] >= IDLE_TX_TIMEOUT_MS / 1000 * 0.8
+        with factory() as s:
+            assert s.get(Replica, "late") is None and b.read().holder == b.replica
+    finally:
+        engine.dispose()
