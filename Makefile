@@ -34,8 +34,8 @@ test: install weights browser
 
 # The full experiment on embedded defaults (service/demo.py): serve, submit studies/demo.yaml (four
 # weightings on digits, T in {2..100}), progress bars, the leaderboard in the terminal and a static
-# copy of its page under $(SNRLAB_DATA_DIR)/demo/; the service stops at the end. About 5 min on 2 quiet cores
-# (314 s in benchmarks/demo_wall.py);
+# copy of its page under $(SNRLAB_DATA_DIR)/demo/; the service stops at the end. About 11 min on 2 quiet cores
+# (641 s in benchmarks/demo_wall.py, 2026-12-04: 2 seeds x 4 weightings x 600 steps);
 # DEMO=full for 3 seeds, longer training and Inception FID.
 demo: install weights
 	$(PY) -m service.demo
