@@ -78,9 +78,12 @@ def create_app(settings: Settings | None = None, *, executor: Executor | None = 
                 await run_in_threadpool(sweep_manager.stop)
             if dispatcher is not None:
                 await run_in_threadpool(dispatcher.stop)
-                dispatcher.executor.shutdown()  # one shutdown path for SIGINT and SIGTERM alike
             if keeper is not None:
-                await run_in_threadpool(keeper.leave)  # after the last dispatcher write: a standby takes over now
+                # after the last dispatcher write, before the local Ray's teardown (seconds): a
+                # standby takes over on its next try
+                await run_in_threadpool(keeper.leave)
+            if dispatcher is not None:
+                dispatcher.executor.shutdown()  # one shutdown path for SIGINT and SIGTERM alike
             engine.dispose()
 
     app = FastAPI(
