@@ -76,21 +76,13 @@ def queue_view(session, request: Request, *, limit: int) -> QueueView:
 
 
 def _usage(state: queue.QueueState) -> list[UserUsage]:
-    users: dict[str, UserUsage] = {}
-
-    def of(owner: str | None) -> UserUsage:
-        key = owner or queue.NO_OWNER
-        if key not in users:
-            quota = state.quotas.get(key, queue.Quota())
-            users[key] = UserUsage(user=owner or None, running=0, cpus=0, gpus=0, queued=0, max_runs=quota.max_runs,
-                                   max_cpus=quota.max_cpus, max_gpus=quota.max_gpus)
-        return users[key]
-
-    for r in state.live:
-        u = of(r.owner)
-        u.running += 1
-        u.cpus += queue.cpus(r.resources)
-        u.gpus += queue.gpus(r.resources)
+    usage = queue.usage_by_user(state.live)
+    queued: dict[str, int] = {}
     for r in state.queued:
-        of(r.owner).queued += 1
-    return sorted(users.values(), key=lambda u: u.user or "")
+        queued[r.owner or queue.NO_OWNER] = queued.get(r.owner or queue.NO_OWNER, 0) + 1
+    out = []
+    for user in sorted(set(usage) | set(queued)):
+        quota, held = state.quotas.get(user, queue.Quota()), usage[user]
+        out.append(UserUsage(user=user or None, running=held.runs, cpus=held.cpus, gpus=held.gpus, queued=queued.get(user, 0),
+                             max_runs=quota.max_runs, max_cpus=quota.max_cpus, max_gpus=quota.max_gpus))
+    return out

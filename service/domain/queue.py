@@ -75,6 +75,28 @@ def gpus(resources: dict[str, Any]) -> float:
     return float(resources.get("gpus_per_worker", 0)) * int(resources.get("workers_per_run", 1))
 
 
+@dataclass
+class Usage:
+    """What one user's live runs hold."""
+
+    runs: int = 0
+    cpus: float = 0.0
+    gpus: float = 0.0
+
+    def add(self, resources: dict[str, Any]) -> None:
+        self.runs += 1
+        self.cpus += cpus(resources)
+        self.gpus += gpus(resources)
+
+
+def usage_by_user(live: Iterable[LiveRun]) -> defaultdict[str, Usage]:
+    """Per owner (NO_OWNER for work without one), what their live runs hold."""
+    out: defaultdict[str, Usage] = defaultdict(Usage)
+    for r in live:
+        out[r.owner or NO_OWNER].add(r.resources)
+    return out
+
+
 def order(queued: Iterable[QueuedRun], last_served: dict[str, datetime]) -> list[QueuedRun]:
     """The queue in start order: priority, then round robin across users (least recently served
     first), then submission order."""
@@ -107,20 +129,13 @@ def plan(queued: Sequence[QueuedRun], live: Sequence[LiveRun], *, quotas: dict[s
 
     `share(resources)` is the fraction of the cluster one such run takes (1 / capacity; inf when it
     can never fit); None when the cluster is not known yet (nothing starts)."""
-    runs: dict[str, int] = defaultdict(int)
-    used_cpus: dict[str, float] = defaultdict(float)
-    used_gpus: dict[str, float] = defaultdict(float)
-    for r in live:
-        u = r.owner or NO_OWNER
-        runs[u] += 1
-        used_cpus[u] += cpus(r.resources)
-        used_gpus[u] += gpus(r.resources)
+    usage = usage_by_user(live)
     used = sum(share(r.resources) for r in live) if share else 0.0
     count = len(live)
     out = []
     for position, run in enumerate(order(queued, last_served), start=1):
         user = run.owner or NO_OWNER
-        reason = _over_quota(user, run, quotas.get(user), runs[user], used_cpus[user], used_gpus[user])
+        reason = _over_quota(user, run, quotas.get(user), usage[user])
         if reason is None and share is None:
             reason = "waiting for the dispatcher to read the cluster"
         if reason is None and max_concurrent_runs is not None and count >= max_concurrent_runs:
@@ -131,16 +146,15 @@ def plan(queued: Sequence[QueuedRun], live: Sequence[LiveRun], *, quotas: dict[s
         if start:
             used += share(run.resources)
             count += 1
-            runs[user] += 1
-            used_cpus[user] += cpus(run.resources)
-            used_gpus[user] += gpus(run.resources)
+            usage[user].add(run.resources)
         out.append(Placement(run=run, position=position, start=start, reason=reason))
     return out
 
 
-def _over_quota(user: str, run: QueuedRun, quota: Quota | None, runs: int, used_cpus: float, used_gpus: float) -> str | None:
+def _over_quota(user: str, run: QueuedRun, quota: Quota | None, usage: Usage) -> str | None:
     if quota is None:
         return None
+    runs, used_cpus, used_gpus = usage.runs, usage.cpus, usage.gpus
     who = f"user {user}" if user else "work without an owner"
     if quota.max_runs is not None and runs + 1 > quota.max_runs:
         return f"quota: {who} has {runs} of at most {quota.max_runs} runs going"
@@ -168,11 +182,15 @@ class QueueState:
     last_served: dict[str, datetime]
 
 
-def read_state(session: Session) -> QueueState:
-    """What a plan needs, read in one session (outside any write transaction)."""
+def read_state(session: Session, *, only_if_queued: bool = False) -> QueueState:
+    """What a plan needs, read in one session (outside any write transaction). With
+    `only_if_queued` (the dispatcher's pass) nothing more is read when nothing is queued."""
+    queued = [QueuedRun(run_id=r.run_id, experiment_id=r.experiment_id, owner=r.owner, priority=r.priority,
+                        created_at=r.created_at, index=r.index, resources=r.resources) for r in store.queued_runs(session)]
+    if only_if_queued and not queued:
+        return QueueState(queued=[], live=[], quotas={}, last_served={})
     return QueueState(
-        queued=[QueuedRun(run_id=r.run_id, experiment_id=r.experiment_id, owner=r.owner, priority=r.priority,
-                          created_at=r.created_at, index=r.index, resources=r.resources) for r in store.queued_runs(session)],
+        queued=queued,
         live=[LiveRun(owner=r.owner, resources=r.resources) for r in store.live_runs(session)],
         quotas={u.name: Quota(max_runs=u.max_runs, max_cpus=u.max_cpus, max_gpus=u.max_gpus) for u in store.quotas(session)},
         last_served={(owner or NO_OWNER): at for owner, at in store.last_served(session).items()},

@@ -287,7 +287,7 @@ class Dispatcher(BackgroundLoop):
         """Start queued runs in the queue's order (service.domain.queue: priority, fair share
         across users, submission order) while quotas, the service's cap and the cluster allow."""
         with self.factory() as s:
-            state = queue.read_state(read_only(s))
+            state = queue.read_state(read_only(s), only_if_queued=True)
         if not state.queued:
             return
         # Read the cluster here, before any transaction: a claim only compares numbers.

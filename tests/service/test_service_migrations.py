@@ -1,9 +1,12 @@
 """Alembic: the migrations build exactly the ORM schema, and go down and up again."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 
 from service.store.db import downgrade, make_engine, upgrade
 from service.store.models import Base
@@ -31,12 +34,24 @@ def test_downgrade_and_upgrade_roundtrip(database_url):
         engine.dispose()
 
 
-def test_results_of_the_first_schema_become_final_checkpoint_results(database_url):
-    """0002 adds results.train_step: rows recorded before it were of the final checkpoint."""
+@contextmanager
+def at_revision(database_url: str, revision: str) -> Iterator[Engine]:
+    """The database taken down to base and up to `revision` (to insert rows as that schema had
+    them); whatever happens, back to base and up to head afterwards."""
     engine = make_engine(database_url)
     try:
         downgrade(database_url, "base")
-        upgrade(database_url, "0001")
+        upgrade(database_url, revision)
+        yield engine
+    finally:
+        engine.dispose()
+        downgrade(database_url, "base")
+        upgrade(database_url)
+
+
+def test_results_of_the_first_schema_become_final_checkpoint_results(database_url):
+    """0002 adds results.train_step: rows recorded before it were of the final checkpoint."""
+    with at_revision(database_url, "0001") as engine:
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO experiments (id, name, spec, spec_hash, code_version, created_at) "
                               "VALUES ('exp_1', 'e', '{}', 'h', 'v', CURRENT_TIMESTAMP)"))
@@ -50,20 +65,13 @@ def test_results_of_the_first_schema_become_final_checkpoint_results(database_ur
         upgrade(database_url)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT train_step, value FROM results")).all() == [(300, 1.5)]
-    finally:
-        downgrade(database_url, "base")
-        upgrade(database_url)
-        engine.dispose()
 
 
 def test_tokens_and_experiments_get_owners_and_go_back(database_url):
     """0006: an existing token becomes an admin token of a user named after it; an experiment it
     submitted with an idempotency key is that user's (and so is its sweep), one without a key
     nobody's (admins only), at priority 0. Down to 0005 the rows stay and the new columns go; up again works."""
-    engine = make_engine(database_url)
-    try:
-        downgrade(database_url, "base")
-        upgrade(database_url, "0005")
+    with at_revision(database_url, "0005") as engine:
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO api_tokens (id, name, token_hash, created_at) "
                               "VALUES ('tok_1', 'laptop', 'h1', CURRENT_TIMESTAMP)"))
@@ -95,7 +103,3 @@ def test_tokens_and_experiments_get_owners_and_go_back(database_url):
         upgrade(database_url)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT owner FROM experiments WHERE id = 'exp_keyed'")).scalar_one() == "laptop"
-    finally:
-        engine.dispose()
-        downgrade(database_url, "base")
-        upgrade(database_url)
